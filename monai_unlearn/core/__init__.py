@@ -1,1 +1,12 @@
-"""monai_unlearn.core."""
+"""Pure-torch core of PSG unlearning: boundary search, targets, losses and the unlearning step."""
+
+from __future__ import annotations
+
+from monai_unlearn.core.batch import default_prepare_batch, label_index_for_image, labels_as_index
+from monai_unlearn.core.boundary_search import BoundarySearchResult, PSGBoundarySearch, frozen_reference
+from monai_unlearn.core.config import PSGConfig
+from monai_unlearn.core.losses import distillation_loss, forget_loss, remain_loss, soft_cross_entropy
+from monai_unlearn.core.noise import NOISE_TYPES, sample_noise
+from monai_unlearn.core.schedules import LAMBDA_SCHEDULES, STEP_SCHEDULES, lambda_at, step_size_at
+from monai_unlearn.core.targets import boundary_targets, targets_differ
+from monai_unlearn.core.unlearner import PSGUnlearner, check_labels

@@ -1,0 +1,136 @@
+"""The parameters of PSG unlearning, validated once at construction."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from monai_unlearn.core.noise import NOISE_TYPES
+from monai_unlearn.core.schedules import LAMBDA_SCHEDULES, STEP_SCHEDULES
+
+__all__ = ["PSGConfig", "TARGET_TYPES", "REMAIN_LOSSES", "EPS_MODES"]
+
+TARGET_TYPES = ("hard", "soft", "topk")
+REMAIN_LOSSES = ("ce", "distill")
+EPS_MODES = ("absolute", "relative")
+
+
+@dataclass
+class PSGConfig:
+    """Parameters of perturbed sign-gradient (PSG) unlearning (Nahass et al., arXiv 2505.21872).
+
+    Inner level, on the frozen reference f0, for ``num_steps`` steps::
+
+        x_{t+1} = Proj( x_t + eta_t * sign( grad_x CE(f0(x_t), y) - lam * (x_t - x) + gamma * z_t ) )
+
+    where the projection is onto the ``eps`` ball around ``x`` and the valid range. Outer level: fine-tune the
+    model so forget samples take the label found at ``x_T``, plus ``phi`` times a remain-set term.
+    ``PSGConfig.boundary_shrink()`` gives Boundary Shrink (Chen et al., CVPR 2023).
+
+    Args:
+        eps: radius of the search ball, in the network's input units (``eps_mode="absolute"``) or as a fraction
+            of the batch's intensity range, ``max - min`` (``eps_mode="relative"``).
+        eps_mode: ``"absolute"`` or ``"relative"``.
+        num_steps: number of inner sign-gradient steps T.
+        step_size: the first step's size eta_1, in the same units as ``eps``; ``None`` means ``eps``.
+        step_schedule: ``"constant"`` or ``"sqrt"`` (eta_t = step_size / sqrt(t)).
+        gamma: scale of the noise added inside the sign (0 disables it).
+        noise: noise distribution: ``"normal"``, ``"laplace"``, ``"cauchy"`` or ``"uniform"``.
+        lam: proximity weight lambda pulling the search back toward ``x`` (0 disables it).
+        lambda_schedule: ``"none"``, ``"inverse"``, ``"exponential"`` or ``"linear"``, over outer iterations.
+        lambda_decay: rate of the exponential lambda schedule.
+        value_range: ``(low, high)`` bounds of valid input values; ``"batch"`` uses the batch's own min and
+            max; ``None`` applies no range bound.
+        early_stop: freeze each sample's search once the reference no longer predicts its label.
+        target: ``"hard"`` (argmax at the boundary point), ``"soft"`` (softmax with ``temperature``) or
+            ``"topk"`` (softmax restricted to the ``top_k`` most likely classes, renormalised).
+        temperature: softmax temperature of soft targets.
+        top_k: number of classes kept by ``"topk"`` targets.
+        phi: weight of the remain-set term in the outer objective (0 disables it).
+        remain_loss: ``"ce"`` (cross-entropy on remain labels) or ``"distill"`` (KL divergence to the
+            reference's predictions on remain images).
+        distill_temperature: temperature of the distillation term.
+        seed: seed of the search noise; ``None`` draws from the global generator.
+
+    Raises:
+        ValueError: when a parameter is out of its valid range or names an unknown option.
+    """
+
+    eps: float = 0.1
+    eps_mode: str = "absolute"
+    num_steps: int = 1
+    step_size: float | None = None
+    step_schedule: str = "constant"
+    gamma: float = 0.0
+    noise: str = "normal"
+    lam: float = 0.0
+    lambda_schedule: str = "none"
+    lambda_decay: float = 0.01
+    value_range: Any = "batch"
+    early_stop: bool = False
+    target: str = "hard"
+    temperature: float = 1.0
+    top_k: int = 2
+    phi: float = 0.0
+    remain_loss: str = "ce"
+    distill_temperature: float = 2.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every parameter; raise ``ValueError`` naming the first bad one."""
+        _choice("eps_mode", self.eps_mode, EPS_MODES)
+        _choice("step_schedule", self.step_schedule, STEP_SCHEDULES)
+        _choice("noise", self.noise, NOISE_TYPES)
+        _choice("lambda_schedule", self.lambda_schedule, LAMBDA_SCHEDULES)
+        _choice("target", self.target, TARGET_TYPES)
+        _choice("remain_loss", self.remain_loss, REMAIN_LOSSES)
+        if not self.eps > 0:
+            raise ValueError(f"eps must be positive, got {self.eps}.")
+        if self.eps_mode == "relative" and self.eps > 1:
+            raise ValueError(f"a relative eps is a fraction of the intensity range and must be <= 1, got {self.eps}.")
+        if int(self.num_steps) != self.num_steps or self.num_steps < 1:
+            raise ValueError(f"num_steps must be a positive integer, got {self.num_steps}.")
+        self.num_steps = int(self.num_steps)
+        if self.step_size is not None and not self.step_size > 0:
+            raise ValueError(f"step_size must be positive or None, got {self.step_size}.")
+        for name in ("gamma", "lam", "phi", "lambda_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}.")
+        for name in ("temperature", "distill_temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if int(self.top_k) != self.top_k or self.top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {self.top_k}.")
+        self.top_k = int(self.top_k)
+        if self.value_range is not None and self.value_range != "batch":
+            if not isinstance(self.value_range, Sequence) or isinstance(self.value_range, str) or len(self.value_range) != 2:
+                raise ValueError(f"value_range must be None, 'batch' or (low, high), got {self.value_range!r}.")
+            low, high = (float(v) for v in self.value_range)
+            if not low < high:
+                raise ValueError(f"value_range low must be below high, got {self.value_range!r}.")
+            self.value_range = (low, high)
+
+    @property
+    def first_step_size(self) -> float:
+        """The first inner step's size in ``eps`` units (``eps`` when ``step_size`` is ``None``)."""
+        return self.eps if self.step_size is None else self.step_size
+
+    @classmethod
+    def boundary_shrink(cls, eps: float = 0.1, **kwargs: Any) -> PSGConfig:
+        """Boundary Shrink (Chen et al., CVPR 2023): one step of size ``eps``, no noise, proximity or remain term."""
+        return cls(eps=eps, num_steps=1, step_size=None, gamma=0.0, lam=0.0, phi=0.0, target="hard", **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as a JSON-friendly dictionary."""
+        out = asdict(self)
+        if isinstance(out["value_range"], tuple):
+            out["value_range"] = list(out["value_range"])
+        return out
+
+
+def _choice(name: str, value: Any, options: Sequence[str]) -> None:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}.")

@@ -1,0 +1,167 @@
+"""One PSG unlearning step: boundary search on the reference, then one update of the revised model."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from monai_unlearn.core.batch import label_index_for_image
+from monai_unlearn.core.boundary_search import PSGBoundarySearch, frozen_reference
+from monai_unlearn.core.config import PSGConfig
+from monai_unlearn.core.losses import forget_loss, remain_loss
+from monai_unlearn.core.schedules import lambda_at
+from monai_unlearn.core.targets import boundary_targets, targets_differ
+
+__all__ = ["PSGUnlearner", "check_labels"]
+
+
+def check_labels(logits: torch.Tensor, label_index: torch.Tensor, what: str = "labels") -> None:
+    """Raise ``ValueError`` when class labels fall outside the network's ``C`` output classes.
+
+    This reads the labels on the host, so call it once on a first batch, not inside the loop.
+    """
+    num_classes = logits.shape[1]
+    low, high = int(label_index.min()), int(label_index.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f"{what} range from {low} to {high}, but the network predicts {num_classes} classes (0..{num_classes - 1})."
+        )
+
+
+class PSGUnlearner:
+    """Performs PSG unlearning steps on ``model`` against a frozen copy of its original weights.
+
+    Each ``step`` runs the boundary search on the reference for the forget batch, turns the boundary point into
+    targets, and makes one optimizer step on ``forget_loss + phi * remain_loss``. Everything stays on the
+    model's device and no value is read back to the host, so the step suits GPU pipelines; the returned
+    losses are detached tensors.
+
+    Args:
+        model: the network to revise, in place.
+        optimizer: the optimizer over ``model``'s parameters.
+        config: PSG parameters (``PSGConfig()`` when ``None``).
+        reference: the frozen original model; a frozen deep copy of ``model`` is taken when ``None``.
+        amp: mixed precision on CUDA (autocast plus a gradient scaler); ignored on CPU.
+        total_iterations: the planned number of steps, used by the ``linear`` lambda schedule.
+
+    Example::
+
+        unlearner = PSGUnlearner(model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9),
+                                 PSGConfig(eps=0.1, gamma=0.5, lam=0.1, phi=1.0))
+        for (xf, yf), (xr, yr) in zip(forget_loader, remain_loader):
+            unlearner.step(xf, yf, xr, yr)
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: PSGConfig | None = None,
+        reference: torch.nn.Module | None = None,
+        amp: bool = False,
+        total_iterations: int | None = None,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.config = config if config is not None else PSGConfig()
+        self.reference = reference if reference is not None else frozen_reference(model)
+        self.amp = amp
+        self.total_iterations = total_iterations
+        self.iteration = 0
+        self.search = PSGBoundarySearch(self.reference, self.config, amp=amp)
+        self.scaler = torch.amp.GradScaler("cuda") if amp and torch.cuda.is_available() else None
+
+    def _autocast(self, device: torch.device):
+        if self.amp and device.type == "cuda":
+            return torch.autocast(device_type="cuda")
+        return nullcontext()
+
+    def current_lambda(self) -> float:
+        """The proximity weight the next step will use."""
+        cfg = self.config
+        total = self.total_iterations or (self.iteration + 1)
+        return lambda_at(cfg.lam, self.iteration + 1, total, cfg.lambda_schedule, cfg.lambda_decay)
+
+    def forget_targets(
+        self, forget_image: torch.Tensor, forget_label: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the boundary search and return ``(targets, label_index)`` for a forget batch."""
+        label_index = label_index_for_image(forget_label, forget_image)
+        found = self.search(forget_image, label_index, lam=self.current_lambda(), mask=mask)
+        cfg = self.config
+        target = boundary_targets(found.boundary_logits, cfg.target, cfg.temperature, cfg.top_k, label_index, mask)
+        return target, label_index
+
+    def step(
+        self,
+        forget_image: torch.Tensor,
+        forget_label: torch.Tensor,
+        remain_image: torch.Tensor | None = None,
+        remain_label: torch.Tensor | None = None,
+        forget_mask: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """One unlearning iteration.
+
+        Args:
+            forget_image: forget inputs on the model's device.
+            forget_label: their labels (indices, ``(B, 1)`` or one-hot).
+            remain_image: optional remain inputs; used when ``phi > 0``.
+            remain_label: their labels.
+            forget_mask: optional boolean ``(B, *spatial)``: for segmentation, the voxels being forgotten.
+
+        Returns:
+            detached tensors ``loss``, ``forget_loss``, ``remain_loss`` and ``flip_rate`` (the fraction of
+            forget elements whose boundary target differs from the true label), plus ``target``.
+
+        Raises:
+            ValueError: when ``phi > 0`` but no remain batch was given.
+        """
+        cfg = self.config
+        use_remain = cfg.phi > 0
+        if use_remain and (remain_image is None or remain_label is None):
+            raise ValueError("phi > 0 needs a remain batch (remain_image and remain_label); pass one or set phi=0.")
+        target, label_index = self.forget_targets(forget_image, forget_label, forget_mask)
+
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        device = forget_image.device
+        with self._autocast(device):
+            if use_remain and remain_image.shape[1:] == forget_image.shape[1:]:
+                logits = self.model(torch.cat([forget_image, remain_image]))
+                forget_logits, remain_logits = logits[: forget_image.shape[0]], logits[forget_image.shape[0] :]
+            else:
+                forget_logits = self.model(forget_image)
+                remain_logits = self.model(remain_image) if use_remain else None
+        loss_forget = forget_loss(forget_logits, target)
+        loss = loss_forget
+        loss_remain = torch.zeros((), device=device)
+        if use_remain:
+            remain_index = label_index_for_image(remain_label, remain_image)
+            reference_logits = None
+            if cfg.remain_loss == "distill":
+                with torch.no_grad(), self._autocast(device):
+                    reference_logits = self.reference(remain_image).float()
+            loss_remain = remain_loss(remain_logits, remain_index, cfg.remain_loss, reference_logits, cfg.distill_temperature)
+            loss = loss + cfg.phi * loss_remain
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.iteration += 1
+        differ = targets_differ(target, label_index)
+        if forget_mask is not None:
+            flip_rate = (differ & forget_mask).sum() / forget_mask.sum().clamp_min(1)
+        else:
+            flip_rate = differ.float().mean()
+        return {
+            "loss": loss.detach(),
+            "forget_loss": loss_forget.detach(),
+            "remain_loss": loss_remain.detach(),
+            "flip_rate": flip_rate.detach(),
+            "target": target,
+        }

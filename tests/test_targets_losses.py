@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import unittest
+
+import torch
+import torch.nn.functional as F
+from parameterized import parameterized
+
+from monai_unlearn.core import boundary_targets, distillation_loss, forget_loss, remain_loss, soft_cross_entropy
+
+
+class TestBoundaryTargets(unittest.TestCase):
+    def setUp(self):
+        torch.manual_seed(0)
+        self.logits = torch.randn(5, 4)
+
+    def test_hard(self):
+        self.assertTrue(torch.equal(boundary_targets(self.logits, "hard"), self.logits.argmax(1)))
+
+    @parameterized.expand([("soft", 1.0), ("soft", 3.0), ("topk", 1.0), ("topk", 0.5)])
+    def test_distributions_sum_to_one(self, mode, temperature):
+        target = boundary_targets(self.logits, mode, temperature=temperature, top_k=2)
+        self.assertTrue(torch.allclose(target.sum(1), torch.ones(5)))
+        self.assertTrue((target >= 0).all())
+        self.assertTrue(torch.equal(target.argmax(1), self.logits.argmax(1)))
+
+    def test_soft_temperature(self):
+        target = boundary_targets(self.logits, "soft", temperature=2.0)
+        self.assertTrue(torch.allclose(target, torch.softmax(self.logits / 2.0, 1)))
+
+    def test_topk_keeps_k_classes_renormalised(self):
+        target = boundary_targets(self.logits, "topk", top_k=2)
+        self.assertTrue(((target > 0).sum(1) == 2).all())
+        probs = torch.softmax(self.logits, 1)
+        top = probs.topk(2, 1)
+        expected = top.values / top.values.sum(1, keepdim=True)
+        self.assertTrue(torch.allclose(target.gather(1, top.indices), expected))
+
+    def test_topk_too_large(self):
+        with self.assertRaisesRegex(ValueError, "top_k"):
+            boundary_targets(self.logits, "topk", top_k=5)
+
+    def test_unknown_mode(self):
+        with self.assertRaisesRegex(ValueError, "unknown target mode"):
+            boundary_targets(self.logits, "median")
+
+    @parameterized.expand([("hard",), ("soft",)])
+    def test_masked_voxels_keep_their_labels(self, mode):
+        logits = torch.randn(2, 3, 6, 6)
+        labels = torch.randint(0, 3, (2, 6, 6))
+        mask = labels == 1
+        target = boundary_targets(logits, mode, label_index=labels, mask=mask)
+        hard = target if mode == "hard" else target.argmax(1)
+        self.assertTrue(torch.equal(hard[~mask], labels[~mask]))
+        self.assertTrue(torch.equal(hard[mask], logits.argmax(1)[mask]))
+        if mode == "soft":
+            self.assertTrue(torch.allclose(target.sum(1), torch.ones(2, 6, 6)))
+
+    def test_mask_needs_labels(self):
+        with self.assertRaisesRegex(ValueError, "label_index"):
+            boundary_targets(torch.randn(2, 3, 4, 4), mask=torch.ones(2, 4, 4, dtype=torch.bool))
+
+
+class TestLosses(unittest.TestCase):
+    def test_soft_ce_matches_hard_ce_on_one_hot(self):
+        logits = torch.randn(4, 3)
+        labels = torch.tensor([0, 2, 1, 1])
+        one_hot = F.one_hot(labels, 3).float()
+        self.assertAlmostEqual(soft_cross_entropy(logits, one_hot).item(), F.cross_entropy(logits, labels).item(), 5)
+        self.assertAlmostEqual(forget_loss(logits, one_hot).item(), forget_loss(logits, labels).item(), 5)
+
+    def test_distillation_zero_on_identical(self):
+        logits = torch.randn(4, 3)
+        self.assertAlmostEqual(distillation_loss(logits, logits).item(), 0.0, 6)
+        self.assertGreater(distillation_loss(logits, -logits).item(), 0.0)
+
+    def test_remain_modes(self):
+        logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+        self.assertAlmostEqual(remain_loss(logits, labels, "ce").item(), F.cross_entropy(logits, labels).item(), 6)
+        with self.assertRaisesRegex(ValueError, "reference"):
+            remain_loss(logits, labels, "distill")
+        with self.assertRaisesRegex(ValueError, "unknown remain loss"):
+            remain_loss(logits, labels, "mse")
+
+
+if __name__ == "__main__":
+    unittest.main()
