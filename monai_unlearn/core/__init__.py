@@ -7,6 +7,14 @@ from monai_unlearn.core.boundary_search import BoundarySearchResult, PSGBoundary
 from monai_unlearn.core.config import PSGConfig
 from monai_unlearn.core.losses import distillation_loss, forget_loss, remain_loss, soft_cross_entropy
 from monai_unlearn.core.noise import NOISE_TYPES, sample_noise
+from monai_unlearn.core.selection import (
+    ForgetSelectionError,
+    normalize_label,
+    parse_forget_selector,
+    read_ids_file,
+    select_forget,
+    select_forget_indices,
+)
 from monai_unlearn.core.schedules import LAMBDA_SCHEDULES, STEP_SCHEDULES, lambda_at, step_size_at
 from monai_unlearn.core.targets import boundary_targets, targets_differ
 from monai_unlearn.core.unlearner import PSGUnlearner, check_labels

@@ -1,1 +1,21 @@
-"""monai_unlearn.metrics."""
+"""monai_unlearn.metrics: accuracy, membership inference and the gap to a retrained model."""
+
+from __future__ import annotations
+
+from .classification import accuracy_report, collect_outputs, evaluate_classifier, per_sample_loss
+from .evaluation import evaluate_unlearning, summary_rows
+from .membership import membership_inference_score
+from .retrain_gap import DEFAULT_IGNORED_KEYS, prediction_agreement, retrain_gap
+
+__all__ = [
+    "accuracy_report",
+    "collect_outputs",
+    "evaluate_classifier",
+    "per_sample_loss",
+    "membership_inference_score",
+    "evaluate_unlearning",
+    "summary_rows",
+    "retrain_gap",
+    "prediction_agreement",
+    "DEFAULT_IGNORED_KEYS",
+]
