@@ -75,7 +75,7 @@ class TestPSGUnlearner(unittest.TestCase):
     @parameterized.expand([("soft",), ("topk",)])
     def test_soft_targets_step(self, target):
         model = tiny_classifier()
-        unlearner = PSGUnlearner(model, torch.optim.SGD(model.parameters(), lr=0.1), PSGConfig(target=target))
+        unlearner = PSGUnlearner(model, torch.optim.SGD(model.parameters(), lr=0.1), PSGConfig(target=target, phi=0.0))
         out = unlearner.step(self.x, self.y)
         self.assertEqual(out["target"].shape, (8, 3))
 
@@ -83,14 +83,14 @@ class TestPSGUnlearner(unittest.TestCase):
         results = []
         for label in (self.y, self.y[:, None], F.one_hot(self.y, 3).float()):
             model = tiny_classifier()
-            PSGUnlearner(model, torch.optim.SGD(model.parameters(), lr=0.1), PSGConfig()).step(self.x, label)
+            PSGUnlearner(model, torch.optim.SGD(model.parameters(), lr=0.1), PSGConfig(phi=0.0)).step(self.x, label)
             results.append(next(model.parameters()).detach().clone())
         self.assertTrue(torch.equal(results[0], results[1]))
         self.assertTrue(torch.equal(results[0], results[2]))
 
     def test_lambda_schedule_over_iterations(self):
         model = tiny_classifier()
-        cfg = PSGConfig(lam=1.0, lambda_schedule="linear")
+        cfg = PSGConfig(lam=1.0, lambda_schedule="linear", phi=0.0)
         unlearner = PSGUnlearner(model, torch.optim.SGD(model.parameters(), lr=0.1), cfg, total_iterations=4)
         seen = []
         for _ in range(4):
@@ -103,7 +103,7 @@ class TestPSGUnlearner(unittest.TestCase):
         x = torch.rand(2, 1, 6, 6, 6)
         y = torch.randint(0, 3, (2, 1, 6, 6, 6))
         mask = y[:, 0] == 2
-        unlearner = PSGUnlearner(model, torch.optim.SGD(model.parameters(), lr=0.1), PSGConfig(eps=0.2))
+        unlearner = PSGUnlearner(model, torch.optim.SGD(model.parameters(), lr=0.1), PSGConfig(eps=0.2, phi=0.0))
         out = unlearner.step(x, y, forget_mask=mask)
         self.assertTrue(torch.equal(out["target"][~mask], y[:, 0][~mask]))
         self.assertEqual(out["target"].shape, (2, 6, 6, 6))

@@ -46,7 +46,7 @@ class PSGConfig:
             ``"topk"`` (softmax restricted to the ``top_k`` most likely classes, renormalised).
         temperature: softmax temperature of soft targets.
         top_k: number of classes kept by ``"topk"`` targets.
-        phi: weight of the remain-set term in the outer objective (0 disables it).
+        phi: weight of the remain-set term in the outer objective (0 disables it; then no remain data is needed).
         remain_loss: ``"ce"`` (cross-entropy on remain labels) or ``"distill"`` (KL divergence to the
             reference's predictions on remain images).
         distill_temperature: temperature of the distillation term.
@@ -71,7 +71,7 @@ class PSGConfig:
     target: str = "hard"
     temperature: float = 1.0
     top_k: int = 2
-    phi: float = 0.0
+    phi: float = 1.0
     remain_loss: str = "ce"
     distill_temperature: float = 2.0
     seed: int | None = None

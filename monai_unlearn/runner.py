@@ -1,0 +1,270 @@
+"""The Python entry point: unlearn a forget set from a trained model in one call, with evidence."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from monai_unlearn.core.batch import default_prepare_batch, label_index_for_image
+from monai_unlearn.core.boundary_search import frozen_reference
+from monai_unlearn.core.config import PSGConfig
+from monai_unlearn.core.unlearner import PSGUnlearner, check_labels
+from monai_unlearn.metrics.evaluation import evaluate_unlearning, summary_rows
+from monai_unlearn.metrics.retrain_gap import retrain_gap
+
+__all__ = ["UnlearningResult", "unlearn", "method_name", "cycle", "validate_first_batch", "format_table"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UnlearningResult:
+    """The record of one unlearning run.
+
+    Attributes:
+        method: ``"PSG"`` or ``"Boundary Shrink"``.
+        config: the PSG parameters.
+        optimizer: the optimizer's class and hyper-parameters.
+        epochs: passes over the forget set that ran.
+        iterations: unlearning steps that ran.
+        time_s: wall time of the unlearning steps alone (evaluation excluded).
+        before: ``evaluate_unlearning`` of the original model (``None`` when evaluation was off).
+        after: the same for the revised model.
+        retrained: the same for a retrained model, when one was given.
+        retrain_gap: absolute differences between ``after`` and ``retrained`` headline numbers.
+        history: per-epoch mean losses and boundary flip rates.
+    """
+
+    method: str
+    config: dict[str, Any]
+    optimizer: dict[str, Any]
+    epochs: int
+    iterations: int
+    time_s: float
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    retrained: dict[str, Any] | None = None
+    retrain_gap: dict[str, float] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON-serialisable dictionary."""
+        return asdict(self)
+
+    def table(self) -> str:
+        """A plain-text before/after table of the headline numbers."""
+        rows = {}
+        for name in ("before", "after", "retrained"):
+            evaluation = getattr(self, name)
+            if evaluation is not None:
+                rows[name] = summary_rows(evaluation)
+        return format_table(rows)
+
+
+def format_table(rows: dict[str, dict[str, float | None]]) -> str:
+    """Format ``{row name: {column: value}}`` as an aligned text table (``-`` for missing values)."""
+    if not rows:
+        return ""
+    columns = list(next(iter(rows.values())))
+    width = max(len(name) for name in rows) + 2
+    lines = ["".ljust(width) + "".join(c.rjust(11) for c in columns)]
+    for name, values in rows.items():
+        cells = "".join(("-" if values.get(c) is None else f"{values[c]:.3f}").rjust(11) for c in columns)
+        lines.append(name.ljust(width) + cells)
+    return "\n".join(lines)
+
+
+def method_name(config: PSGConfig) -> str:
+    """``"Boundary Shrink"`` for the one-step, noise-free, proximity-free special case, else ``"PSG"``."""
+    plain = config.num_steps == 1 and config.gamma == 0 and config.lam == 0 and config.phi == 0
+    return "Boundary Shrink" if plain and config.first_step_size == config.eps and config.target == "hard" else "PSG"
+
+
+def cycle(loader: Iterable[Any]) -> Iterator[Any]:
+    """Iterate ``loader`` forever, starting a new pass (and a new shuffle) whenever one ends."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the remain loader yielded no batches.")
+
+
+def validate_first_batch(
+    reference: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, what: str
+) -> None:
+    """Check once, before the loop, that a batch fits the network: its shape, and labels within the classes.
+
+    Raises:
+        ValueError: naming the batch (``what``) and the problem.
+    """
+    try:
+        with torch.no_grad():
+            logits = reference(image[:2])
+    except RuntimeError as error:
+        raise ValueError(
+            f"the network cannot process the {what} images of shape {tuple(image.shape)}: {error}"
+        ) from error
+    if label.shape[0] != image.shape[0]:
+        raise ValueError(f"{what} batch has {image.shape[0]} images but {label.shape[0]} labels.")
+    check_labels(logits, label_index_for_image(label, image), what=f"{what} labels")
+
+
+def unlearn(
+    model: torch.nn.Module,
+    forget_loader: Iterable[Any],
+    remain_loader: Iterable[Any] | None = None,
+    config: PSGConfig | None = None,
+    epochs: int = 10,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    device: torch.device | str | None = None,
+    amp: bool = False,
+    prepare_batch: Callable[..., tuple[torch.Tensor, torch.Tensor]] = default_prepare_batch,
+    num_classes: int | None = None,
+    test_loader: Iterable[Any] | None = None,
+    retrained_model: torch.nn.Module | None = None,
+    evaluate: bool = True,
+    stop_at_forget_accuracy: float | None = None,
+    inplace: bool = False,
+    progress: bool = True,
+) -> tuple[torch.nn.Module, UnlearningResult]:
+    """Unlearn the forget set from ``model`` with PSG and return the revised model and its record.
+
+    Runs ``epochs`` passes over ``forget_loader``; each forget batch is paired with the next remain batch
+    (the remain loader is cycled) when ``config.phi > 0``. Before and after, the model is evaluated on the
+    forget, remain and test loaders, with the membership-inference score of the forget set against the test
+    set; a ``retrained_model`` (trained without the forget set) is evaluated the same way and the gap reported.
+
+    Args:
+        model: the trained network. Left untouched unless ``inplace``.
+        forget_loader: batches of the data to forget.
+        remain_loader: batches of the data to keep (needed when ``config.phi > 0``; used for evaluation).
+        config: PSG parameters; ``PSGConfig()`` when ``None``.
+        epochs: passes over the forget set.
+        optimizer: an optimizer over the revised model's parameters; only usable with ``inplace=True``.
+            ``None`` builds SGD with ``lr`` and ``momentum``.
+        lr: learning rate of the default optimizer.
+        momentum: momentum of the default optimizer.
+        device: where to run; ``None`` keeps the model's device.
+        amp: mixed precision on CUDA.
+        prepare_batch: batch to ``(image, label)``, called as ``prepare_batch(batch, device, non_blocking)``.
+        num_classes: number of classes for per-class reports (``None``: from the logits).
+        test_loader: held-out batches for the test accuracy and the membership-inference attack.
+        retrained_model: optional model retrained without the forget set, for the retrain gap.
+        evaluate: evaluate before and after (set ``False`` for timing runs).
+        stop_at_forget_accuracy: stop after the first epoch whose forget accuracy is at or below this value.
+        inplace: revise ``model`` itself instead of a copy.
+        progress: show a progress bar.
+
+    Returns:
+        the revised model and an ``UnlearningResult``.
+
+    Raises:
+        ValueError: for an empty forget loader, a batch that does not fit the network, labels outside the
+            network's classes, ``phi > 0`` without a remain loader, or an optimizer given without ``inplace``.
+    """
+    config = config if config is not None else PSGConfig()
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}.")
+    if config.phi > 0 and remain_loader is None:
+        raise ValueError("config.phi > 0 needs a remain_loader; pass one or set phi=0.")
+    if optimizer is not None and not inplace:
+        raise ValueError("an optimizer is bound to the model's parameters: pass inplace=True with it.")
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    revised = model if inplace else copy.deepcopy(model)
+    revised.to(device)
+    reference = frozen_reference(revised)
+    if optimizer is None:
+        optimizer = torch.optim.SGD(revised.parameters(), lr=lr, momentum=momentum)
+    try:
+        num_batches = len(forget_loader)  # type: ignore[arg-type]
+    except TypeError:
+        num_batches = None
+    if num_batches == 0:
+        raise ValueError("the forget loader is empty: there is nothing to unlearn.")
+    total = None if num_batches is None else num_batches * epochs
+    unlearner = PSGUnlearner(revised, optimizer, config, reference=reference, amp=amp, total_iterations=total)
+
+    def _evaluate(net: torch.nn.Module) -> dict[str, Any]:
+        return evaluate_unlearning(
+            net, forget_loader, remain_loader, test_loader, num_classes, device, prepare_batch, amp
+        )
+
+    before = _evaluate(reference) if evaluate else None
+    retrained = _evaluate(retrained_model.to(device)) if (evaluate and retrained_model is not None) else None
+
+    remain_iter = cycle(remain_loader) if config.phi > 0 else None
+    history: list[dict[str, float]] = []
+    checked = False
+    elapsed = 0.0
+    epochs_run = 0
+    bar = tqdm(total=total, desc="unlearning", unit="it", disable=not progress)
+    for epoch in range(epochs):
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        start = time.perf_counter()
+        for batch in forget_loader:
+            forget_image, forget_label = prepare_batch(batch, device, False)
+            remain_image = remain_label = None
+            if remain_iter is not None:
+                remain_image, remain_label = prepare_batch(next(remain_iter), device, False)
+            if not checked:
+                validate_first_batch(reference, forget_image, forget_label, "forget")
+                if remain_image is not None:
+                    validate_first_batch(reference, remain_image, remain_label, "remain")
+                checked = True
+            out = unlearner.step(forget_image, forget_label, remain_image, remain_label)
+            for key in ("loss", "forget_loss", "remain_loss", "flip_rate"):
+                sums[key] = sums.get(key, 0.0) + out[key]
+            count += 1
+            bar.update(1)
+        if count == 0:
+            raise ValueError("the forget loader yielded no batches: there is nothing to unlearn.")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed += time.perf_counter() - start
+        epochs_run = epoch + 1
+        record = {"epoch": epochs_run, **{k: float(v) / count for k, v in sums.items()}}
+        history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", flip=f"{record['flip_rate']:.2f}")
+        if stop_at_forget_accuracy is not None:
+            forget_acc = evaluate_unlearning(revised, forget_loader, None, None, num_classes, device, prepare_batch, amp)
+            record["forget_accuracy"] = forget_acc["forget"]["accuracy"]
+            if record["forget_accuracy"] <= stop_at_forget_accuracy:
+                logger.info("forget accuracy %.3f reached the target after %d epochs", record["forget_accuracy"], epochs_run)
+                break
+    bar.close()
+
+    after = _evaluate(revised) if evaluate else None
+    gap = None
+    if after is not None and retrained is not None:
+        gap = retrain_gap(summary_rows(after), summary_rows(retrained))
+    optimizer_record = {"name": type(optimizer).__name__, **{
+        k: v for k, v in optimizer.defaults.items() if isinstance(v, (int, float, bool, str))
+    }}
+    result = UnlearningResult(
+        method=method_name(config),
+        config=config.to_dict(),
+        optimizer=optimizer_record,
+        epochs=epochs_run,
+        iterations=unlearner.iteration,
+        time_s=elapsed,
+        before=before,
+        after=after,
+        retrained=retrained,
+        retrain_gap=gap,
+        history=history,
+    )
+    return revised, result
