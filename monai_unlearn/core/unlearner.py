@@ -94,7 +94,7 @@ class PSGUnlearner:
         target = boundary_targets(found.boundary_logits, cfg.target, cfg.temperature, cfg.top_k, label_index, mask)
         return target, label_index
 
-    def step(
+    def compute_losses(
         self,
         forget_image: torch.Tensor,
         forget_label: torch.Tensor,
@@ -102,7 +102,7 @@ class PSGUnlearner:
         remain_label: torch.Tensor | None = None,
         forget_mask: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        """One unlearning iteration.
+        """Boundary search, targets and the outer objective for one iteration, without updating the model.
 
         Args:
             forget_image: forget inputs on the model's device.
@@ -112,8 +112,9 @@ class PSGUnlearner:
             forget_mask: optional boolean ``(B, *spatial)``: for segmentation, the voxels being forgotten.
 
         Returns:
-            detached tensors ``loss``, ``forget_loss``, ``remain_loss`` and ``flip_rate`` (the fraction of
-            forget elements whose boundary target differs from the true label), plus ``target``.
+            ``loss`` (attached to the graph, for ``update``), detached ``forget_loss``, ``remain_loss`` and
+            ``flip_rate`` (the fraction of forget elements whose boundary target differs from the true label),
+            the boundary ``target``, the true ``label_index`` and the model's ``forget_logits``.
 
         Raises:
             ValueError: when ``phi > 0`` but no remain batch was given.
@@ -125,7 +126,6 @@ class PSGUnlearner:
         target, label_index = self.forget_targets(forget_image, forget_label, forget_mask)
 
         self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
         device = forget_image.device
         with self._autocast(device):
             if use_remain and remain_image.shape[1:] == forget_image.shape[1:]:
@@ -145,6 +145,24 @@ class PSGUnlearner:
                     reference_logits = self.reference(remain_image).float()
             loss_remain = remain_loss(remain_logits, remain_index, cfg.remain_loss, reference_logits, cfg.distill_temperature)
             loss = loss + cfg.phi * loss_remain
+        differ = targets_differ(target, label_index)
+        if forget_mask is not None:
+            flip_rate = (differ & forget_mask).sum() / forget_mask.sum().clamp_min(1)
+        else:
+            flip_rate = differ.float().mean()
+        return {
+            "loss": loss,
+            "forget_loss": loss_forget.detach(),
+            "remain_loss": loss_remain.detach(),
+            "flip_rate": flip_rate.detach(),
+            "target": target,
+            "label_index": label_index,
+            "forget_logits": forget_logits,
+        }
+
+    def update(self, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss`` and take one optimizer step (through the gradient scaler under AMP)."""
+        self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -153,15 +171,22 @@ class PSGUnlearner:
             loss.backward()
             self.optimizer.step()
         self.iteration += 1
-        differ = targets_differ(target, label_index)
-        if forget_mask is not None:
-            flip_rate = (differ & forget_mask).sum() / forget_mask.sum().clamp_min(1)
-        else:
-            flip_rate = differ.float().mean()
-        return {
-            "loss": loss.detach(),
-            "forget_loss": loss_forget.detach(),
-            "remain_loss": loss_remain.detach(),
-            "flip_rate": flip_rate.detach(),
-            "target": target,
-        }
+
+    def step(
+        self,
+        forget_image: torch.Tensor,
+        forget_label: torch.Tensor,
+        remain_image: torch.Tensor | None = None,
+        remain_label: torch.Tensor | None = None,
+        forget_mask: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """One unlearning iteration: ``compute_losses`` then ``update``; arguments as ``compute_losses``.
+
+        Returns:
+            the ``compute_losses`` record with ``loss`` detached.
+        """
+        out = self.compute_losses(forget_image, forget_label, remain_image, remain_label, forget_mask)
+        self.update(out["loss"])
+        out["loss"] = out["loss"].detach()
+        out["forget_logits"] = out["forget_logits"].detach()
+        return out
