@@ -238,6 +238,11 @@ def unlearn(
         epochs_run = epoch + 1
         record = {"epoch": epochs_run, **{k: float(v) / count for k, v in sums.items()}}
         history.append(record)
+        if epochs_run == 1 and record["flip_rate"] == 0.0:
+            logger.warning(
+                "the boundary search crossed no decision boundary in the first pass (flip rate 0): the forget "
+                "targets equal the true labels and nothing will be forgotten. Increase eps or num_steps."
+            )
         bar.set_postfix(loss=f"{record['loss']:.3f}", flip=f"{record['flip_rate']:.2f}")
         if stop_at_forget_accuracy is not None:
             forget_acc = evaluate_unlearning(revised, forget_loader, None, None, num_classes, device, prepare_batch, amp)

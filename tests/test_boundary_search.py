@@ -113,6 +113,23 @@ class TestBoundarySearch(unittest.TestCase):
         single = search(self.x[:1], self.y[:1]).boundary_input
         self.assertTrue(torch.allclose(whole[:1], single, atol=1e-6))
 
+    def test_normalized_gradient_keeps_noise_relative(self):
+        # a very confident reference has tiny input gradients: unnormalised, gamma=0.5 noise drowns them
+        confident = frozen_reference(tiny_classifier())
+        with torch.no_grad():
+            confident[-1].weight.mul_(1e-6)
+        grad_sign = torch.zeros_like(self.x)
+        x = self.x.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(confident(x), self.y, reduction="sum").backward()
+        grad_sign = x.grad.sign()
+        agreement = {}
+        for normalize in (True, False):
+            cfg = PSGConfig(eps=0.1, gamma=0.5, seed=0, value_range=None, normalize_gradient=normalize)
+            step = PSGBoundarySearch(confident, cfg)(self.x, self.y).boundary_input - self.x
+            agreement[normalize] = (step.sign() == grad_sign).float().mean().item()
+        self.assertGreater(agreement[True], 0.75)
+        self.assertLess(agreement[False], 0.6)
+
     @parameterized.expand([(2,), (3,)])
     def test_segmentation_mask(self, dims):
         ref = frozen_reference(tiny_segmenter(dims))

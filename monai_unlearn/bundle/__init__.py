@@ -1,1 +1,15 @@
-"""monai_unlearn.bundle."""
+"""The bundle layer: wrap an existing MONAI bundle, unlearn, and write a new deployable bundle."""
+
+from __future__ import annotations
+
+from monai_unlearn.bundle.audit import build_audit, sha256_file, sha256_text
+from monai_unlearn.bundle.checkpoint import load_bundle_weights
+from monai_unlearn.bundle.layout import KEY_CANDIDATES, BundleLayout, BundleLayoutError, detect_layout
+from monai_unlearn.bundle.workflow import (
+    DEFAULT_SETTINGS,
+    UnlearnWorkflow,
+    calling_config_parser,
+    unlearn_from_parser,
+    unlearn_running_bundle,
+)
+from monai_unlearn.bundle.writer import atomic_write_json, bump_version, export_torchscript, write_new_bundle

@@ -13,7 +13,7 @@ from monai_unlearn.core.config import PSGConfig
 from monai_unlearn.core.noise import sample_noise
 from monai_unlearn.core.schedules import step_size_at
 
-__all__ = ["BoundarySearchResult", "PSGBoundarySearch", "frozen_reference", "per_sample_mask"]
+__all__ = ["BoundarySearchResult", "PSGBoundarySearch", "frozen_reference", "per_sample_view"]
 
 
 def frozen_reference(model: torch.nn.Module) -> torch.nn.Module:
@@ -31,8 +31,8 @@ def frozen_reference(model: torch.nn.Module) -> torch.nn.Module:
     return reference
 
 
-def per_sample_mask(mask: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Reshape a per-sample boolean ``(B,)`` mask so it broadcasts over a tensor of ``ndim`` dimensions."""
+def per_sample_view(mask: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Reshape a per-sample ``(B,)`` tensor so it broadcasts over a tensor of ``ndim`` dimensions."""
     return mask.reshape(mask.shape[0], *([1] * (ndim - 1)))
 
 
@@ -56,7 +56,8 @@ class PSGBoundarySearch:
 
     Each step ascends the reference's cross-entropy on the true label, pulled back toward the start by
     ``lam`` and perturbed by ``gamma``-scaled noise inside the sign, then projects onto the ``eps`` ball and
-    the valid value range. The gradient is that of the *sum* of per-sample (per-voxel) losses, so one sample's
+    the valid value range. With ``normalize_gradient`` (the default) each sample's gradient is first divided by
+    its mean absolute value, so ``lam`` and ``gamma`` weigh against a gradient of unit scale. The gradient is that of the *sum* of per-sample (per-voxel) losses, so one sample's
     direction does not depend on the batch size; the reference's weights receive no gradients.
 
     Works for classification logits ``(B, C)`` and segmentation logits ``(B, C, *spatial)``. For
@@ -130,6 +131,9 @@ class PSGBoundarySearch:
             (grad,) = torch.autograd.grad(losses.sum(), xt)
             xt = xt.detach()
             direction = grad
+            if cfg.normalize_gradient:
+                scale_per_sample = grad.abs().flatten(1).mean(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
+                direction = grad / per_sample_view(scale_per_sample, grad.ndim)
             if lam > 0:
                 direction = direction - lam * (xt - x0)
             if cfg.gamma > 0:
@@ -146,7 +150,7 @@ class PSGBoundarySearch:
                     still_true = still_true & mask
                 if still_true.ndim > 1:
                     still_true = still_true.flatten(1).any(dim=1)
-                proposal = torch.where(per_sample_mask(still_true, xt.ndim), proposal, xt)
+                proposal = torch.where(per_sample_view(still_true, xt.ndim), proposal, xt)
             xt = proposal
         with torch.no_grad():
             boundary_logits = self._logits(xt)

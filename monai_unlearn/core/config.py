@@ -35,6 +35,10 @@ class PSGConfig:
         step_size: the first step's size eta_1, in the same units as ``eps``; ``None`` means ``eps``.
         step_schedule: ``"constant"`` or ``"sqrt"`` (eta_t = step_size / sqrt(t)).
         gamma: scale of the noise added inside the sign (0 disables it).
+        normalize_gradient: divide each sample's input gradient by its mean absolute value before the proximity
+            and noise terms are added, so ``gamma`` and ``lam`` are relative to the gradient's own scale and keep
+            their meaning for confident (saturated) models, any loss scale and any batch size. The sign of the
+            gradient alone is unchanged, so Boundary Shrink is unaffected. ``False`` follows the paper literally.
         noise: noise distribution: ``"normal"``, ``"laplace"``, ``"cauchy"`` or ``"uniform"``.
         lam: proximity weight lambda pulling the search back toward ``x`` (0 disables it).
         lambda_schedule: ``"none"``, ``"inverse"``, ``"exponential"`` or ``"linear"``, over outer iterations.
@@ -62,6 +66,7 @@ class PSGConfig:
     step_size: float | None = None
     step_schedule: str = "constant"
     gamma: float = 0.0
+    normalize_gradient: bool = True
     noise: str = "normal"
     lam: float = 0.0
     lambda_schedule: str = "none"

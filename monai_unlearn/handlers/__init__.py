@@ -1,1 +1,17 @@
-"""monai_unlearn.handlers."""
+"""monai_unlearn.handlers: ignite/MONAI handlers for unlearning, metrics, stopping and reports."""
+
+from __future__ import annotations
+
+from monai_unlearn.handlers.forget_target_stopper import ForgetTargetStopper
+from monai_unlearn.handlers.psg_unlearning_handler import PSGUnlearningHandler
+from monai_unlearn.handlers.unlearning_metrics_handler import METRIC_NAMES, UnlearningMetricsHandler
+from monai_unlearn.handlers.unlearning_report_handler import UnlearningReportHandler, atomic_write_bytes
+
+__all__ = [
+    "ForgetTargetStopper",
+    "METRIC_NAMES",
+    "PSGUnlearningHandler",
+    "UnlearningMetricsHandler",
+    "UnlearningReportHandler",
+    "atomic_write_bytes",
+]

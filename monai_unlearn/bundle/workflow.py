@@ -1,0 +1,244 @@
+"""Unlearning from an existing bundle: read its parts, run PSG, write a new bundle with report and audit."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.data import DataLoader, Dataset
+
+import monai_unlearn
+from monai_unlearn.bundle.audit import build_audit
+from monai_unlearn.bundle.checkpoint import load_bundle_weights
+from monai_unlearn.bundle.layout import detect_layout
+from monai_unlearn.bundle.writer import atomic_write_json, export_torchscript, write_new_bundle
+from monai_unlearn.core.config import PSGConfig
+from monai_unlearn.core.selection import parse_forget_selector, select_forget
+from monai_unlearn.metrics.evaluation import summary_rows
+from monai_unlearn.metrics.plots import plot_curves, plot_per_class
+from monai_unlearn.runner import format_table, unlearn
+
+__all__ = ["DEFAULT_SETTINGS", "unlearn_from_parser", "unlearn_running_bundle", "UnlearnWorkflow", "calling_config_parser"]
+
+logger = logging.getLogger(__name__)
+
+# Settings read from the merged config (override any on the command line: `--unlearn_epochs 5`).
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "forget": None,  # the forget selector: a label, `key=value`, or a file of ids
+    "output_dir": None,  # where the new bundle is written (must not exist unless unlearn_overwrite)
+    "unlearn_reason": "",  # free text recorded in the audit
+    "unlearn_overwrite": False,
+    "unlearn_params": {"eps": 0.05, "eps_mode": "relative", "phi": 1.0, "seed": 0},  # PSGConfig arguments
+    "unlearn_epochs": 10,
+    "unlearn_lr": 0.002,
+    "unlearn_momentum": 0.9,
+    "unlearn_batch_size": 16,
+    "unlearn_num_workers": 0,
+    "unlearn_keys": {},  # config ids of the bundle's parts, when detection needs help (see layout.KEY_CANDIDATES)
+    "unlearn_ckpt": None,  # default: <bundle_root>/models/model.pt
+    "unlearn_retrained_ckpt": None,  # optional weights of a model retrained without the forget set
+    "unlearn_stop_at_forget_accuracy": None,
+    "unlearn_progress": True,
+    "unlearn_class_names": None,
+}
+REPORT_DIR = "unlearning"
+
+
+def _setting(parser: ConfigParser, key: str) -> Any:
+    if key not in parser:
+        return DEFAULT_SETTINGS[key]
+    value = parser.get_parsed_content(key)
+    if isinstance(DEFAULT_SETTINGS[key], Mapping) and isinstance(value, Mapping):
+        return {**DEFAULT_SETTINGS[key], **value}
+    return DEFAULT_SETTINGS[key] if value is None else value
+
+
+def _selector_text(forget: Any) -> str:
+    if isinstance(forget, bool) or forget is None:
+        raise ValueError("no forget set given: pass `--forget <label | key=value | ids file>`.")
+    if isinstance(forget, (int, float)):
+        return f"label={int(forget)}"
+    return str(forget)
+
+
+def _config_file(root: str, name: str) -> str | None:
+    for ext in (".json", ".yaml", ".yml"):
+        path = os.path.join(root, "configs", name + ext)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
+    """Run unlearning on the bundle whose merged configuration ``parser`` holds, and write the new bundle.
+
+    The wrapped bundle is only read: its network, deterministic preprocessing, training datalist and device are
+    taken from its config, its weights from ``models/model.pt`` (``weights_only=True``); none of its trainers,
+    handlers or savers is built. The new bundle at ``output_dir`` gets the copied configs with a bumped
+    version and changelog entry, ``models/model.pt``, ``models/model.ts``, and ``unlearning/`` with the report
+    (JSON and PNG) and the audit record.
+
+    Args:
+        parser: the merged config (wrapped bundle + unlearn overlay + command-line overrides).
+
+    Returns:
+        a summary: output folder, numbers of forgotten and kept items, the report record.
+
+    Raises:
+        ValueError: for a missing forget selector or output folder, a bad selection, a checkpoint that does not
+            fit, a datalist that is not a list of dicts, or a bundle layout that cannot be understood.
+        FileNotFoundError: when the weights are missing.
+        FileExistsError: when ``output_dir`` exists and ``unlearn_overwrite`` is false.
+    """
+    selector = _selector_text(_setting(parser, "forget"))
+    output_dir = _setting(parser, "output_dir")
+    if not output_dir:
+        raise ValueError("no output folder given: pass `--output_dir <new bundle folder>`.")
+    bundle_root = os.path.abspath(str(parser.get("bundle_root", ".")))
+    if os.path.exists(output_dir) and not _setting(parser, "unlearn_overwrite"):
+        raise FileExistsError(f"{output_dir} already exists; choose a new folder or pass `--unlearn_overwrite true`.")
+    layout = detect_layout(parser, _setting(parser, "unlearn_keys"))
+    device = torch.device(parser.get_parsed_content(layout.device) if layout.device else "cpu")
+
+    datalist = parser.get_parsed_content(layout.datalist)
+    if not isinstance(datalist, (list, tuple)) or not all(isinstance(d, Mapping) for d in datalist):
+        raise ValueError(f"the training datalist at config id {layout.datalist!r} is not a list of dicts.")
+    num_classes = parser.get("num_classes") if isinstance(parser.get("num_classes"), int) else None
+    forget_items, remain_items = select_forget(list(datalist), **parse_forget_selector(selector), num_classes=num_classes)
+    logger.info("forgetting %d of %d training items (selector %r)", len(forget_items), len(datalist), selector)
+
+    network = parser.get_parsed_content(layout.network, lazy=False)
+    ckpt = _setting(parser, "unlearn_ckpt") or os.path.join(bundle_root, "models", "model.pt")
+    load_bundle_weights(network, ckpt, device)
+    network.to(device)
+    retrained = None
+    retrained_ckpt = _setting(parser, "unlearn_retrained_ckpt")
+    if retrained_ckpt:
+        retrained = load_bundle_weights(parser.get_parsed_content(layout.network, lazy=False), retrained_ckpt, device)
+
+    transform = parser.get_parsed_content(layout.preprocessing)
+    batch_size = int(_setting(parser, "unlearn_batch_size"))
+    workers = int(_setting(parser, "unlearn_num_workers"))
+
+    def loader(items: list, shuffle: bool) -> DataLoader:
+        return DataLoader(Dataset(items, transform), batch_size=batch_size, shuffle=shuffle, num_workers=workers)
+
+    test_loader = None
+    if layout.val_datalist:
+        val_items = parser.get_parsed_content(layout.val_datalist)
+        test_loader = loader(list(val_items), False) if val_items else None
+
+    params = dict(_setting(parser, "unlearn_params"))
+    config = PSGConfig(**params)
+    revised, result = unlearn(
+        network, loader(forget_items, True), loader(remain_items, True), config=config,
+        epochs=int(_setting(parser, "unlearn_epochs")), lr=float(_setting(parser, "unlearn_lr")),
+        momentum=float(_setting(parser, "unlearn_momentum")), device=device, num_classes=num_classes,
+        test_loader=test_loader, retrained_model=retrained,
+        stop_at_forget_accuracy=_setting(parser, "unlearn_stop_at_forget_accuracy"),
+        progress=bool(_setting(parser, "unlearn_progress")),
+    )
+    record = result.to_dict()
+    record.update(
+        selector=selector, num_forgotten=len(forget_items), num_remain=len(remain_items),
+        source_bundle=bundle_root, layout=layout.to_dict(), monai_unlearn_version=monai_unlearn.__version__,
+    )
+    headline = {name: summary_rows(record[name]) for name in ("before", "after", "retrained") if record.get(name)}
+    audit = build_audit(
+        forget_items, selector, {"method": result.method, "config": result.config, "optimizer": result.optimizer,
+                                 "epochs": result.epochs, "time_s": result.time_s},
+        headline, reason=str(_setting(parser, "unlearn_reason")),
+    )
+    changelog = (
+        f"unlearned with {result.method} (monai_unlearn {monai_unlearn.__version__}): {len(forget_items)} training "
+        f"items forgotten (selector {selector!r}); eps={config.eps} ({config.eps_mode}), steps={config.num_steps}, "
+        f"gamma={config.gamma}, lambda={config.lam}, phi={config.phi}, epochs={result.epochs}"
+    )
+    example = next(iter(loader(forget_items[:1], False)))["image"]
+    class_names = _setting(parser, "unlearn_class_names")
+
+    def write_extras(root: str, meta: dict[str, Any]) -> None:
+        configs = {n: p for n in ("inference",) if (p := _config_file(root, n)) is not None}
+        export_torchscript(revised.cpu(), os.path.join(root, "models", "model.ts"), meta, configs, example.cpu())
+        report_dir = os.path.join(root, REPORT_DIR)
+        os.makedirs(report_dir, exist_ok=True)
+        atomic_write_json(record, os.path.join(report_dir, "report.json"))
+        atomic_write_json(audit, os.path.join(report_dir, "audit.json"))
+        if result.history:
+            plot_curves(result.history, os.path.join(report_dir, "curves.png"), x_key="epoch",
+                        keys=("loss", "forget_loss", "remain_loss", "flip_rate", "forget_accuracy"))
+        if result.before and result.after:
+            plot_per_class(result.before["forget"]["per_class"] | _per_class(result.before, "remain"),
+                           result.after["forget"]["per_class"] | _per_class(result.after, "remain"),
+                           os.path.join(report_dir, "per_class_accuracy.png"), class_names,
+                           title="training-set accuracy per class (forget and remain items)")
+
+    write_new_bundle(bundle_root, output_dir, revised.state_dict(), changelog, write_extras,
+                     overwrite=bool(_setting(parser, "unlearn_overwrite")))
+    table = format_table(headline)
+    logger.info("unlearned bundle written to %s\n%s", output_dir, table)
+    return {"output_dir": os.path.abspath(output_dir), "num_forgotten": len(forget_items),
+            "num_remain": len(remain_items), "table": table, "record": record}
+
+
+def _per_class(evaluation: dict[str, Any], name: str) -> dict:
+    report = evaluation.get(name)
+    if not report:
+        return {}
+    return {c: v for c, v in report["per_class"].items() if v is not None}
+
+
+def calling_config_parser() -> ConfigParser:
+    """The ``ConfigParser`` that is evaluating the current config expression.
+
+    ``python -m monai.bundle run unlearn`` evaluates the overlay's ``unlearn`` expressions inside
+    ``ConfigParser.get_parsed_content``; the parser is found on the call stack so the expression can read the
+    wrapped bundle's own config ids, whatever its layout.
+
+    Raises:
+        RuntimeError: when not called from within a config expression.
+    """
+    frame = inspect.currentframe()
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, ConfigParser):
+            return candidate
+        frame = frame.f_back
+    raise RuntimeError("unlearn_running_bundle() must run inside a bundle config (python -m monai.bundle run unlearn ...).")
+
+
+def unlearn_running_bundle() -> dict[str, Any]:
+    """Entry point of ``bundles/unlearn/configs/unlearn.json``: unlearn from the config being run."""
+    return unlearn_from_parser(calling_config_parser())
+
+
+class UnlearnWorkflow(ConfigWorkflow):
+    """The unlearn bundle as a workflow class, for ``python -m monai.bundle run_workflow``.
+
+    Example::
+
+        python -m monai.bundle run_workflow monai_unlearn.bundle.UnlearnWorkflow \\
+            --config_file <B>/configs/train.json --meta_file <B>/configs/metadata.json --bundle_root <B> \\
+            --forget device=scanner_a --output_dir <OUT>
+
+    Keyword arguments other than the ``ConfigWorkflow`` ones override config ids, as with ``run``.
+    """
+
+    def __init__(self, config_file: str | list[str], **kwargs: Any) -> None:
+        kwargs.setdefault("workflow_type", None)
+        super().__init__(config_file=config_file, **kwargs)
+        self.summary: dict[str, Any] | None = None
+
+    def run(self) -> dict[str, Any]:
+        """Unlearn and write the new bundle; returns the summary of ``unlearn_from_parser``."""
+        self.summary = unlearn_from_parser(self.parser)
+        return self.summary
+
+    def check_properties(self) -> list[str] | None:
+        """Unlearning reads its own parts (see ``detect_layout``), not the train workflow's properties."""
+        return None

@@ -1,0 +1,212 @@
+"""The unlearn bundle contract end to end, on tiny bundles written in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import torch
+from monai.bundle import ConfigParser
+
+from monai_unlearn.bundle import BundleLayoutError, UnlearnWorkflow, sha256_file, sha256_text, unlearn_from_parser
+from monai_unlearn.core import ForgetSelectionError
+from tests.bundle_fixtures import (
+    UNLEARN_CONFIG,
+    make_images,
+    split,
+    tree_digest,
+    write_json_zoo_bundle,
+    write_yaml_template_bundle,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class BundleCase(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        torch.set_num_threads(1)
+        cls.tmp = tempfile.mkdtemp()
+        cls.items = make_images(os.path.join(cls.tmp, "data"))
+        cls.zoo = write_json_zoo_bundle(os.path.join(cls.tmp, "zoo"), cls.items)
+        cls.template = write_yaml_template_bundle(os.path.join(cls.tmp, "template"), cls.items)
+        cls.zoo_digest = tree_digest(cls.zoo)
+        cls.template_digest = tree_digest(cls.template)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def parser(self, bundle: str, config: str = "train.json", **overrides) -> ConfigParser:
+        parser = ConfigParser()
+        parser.read_config([os.path.join(bundle, "configs", config), UNLEARN_CONFIG])
+        parser.read_meta(os.path.join(bundle, "configs", "metadata.json"))
+        parser["bundle_root"] = bundle
+        overrides.setdefault("unlearn_progress", False)
+        overrides.setdefault("unlearn_params#eps", 0.3)
+        for key, value in overrides.items():
+            parser[key] = value
+        return parser
+
+    def out(self, name: str) -> str:
+        return os.path.join(self.tmp, "outputs", name)
+
+
+class TestBundleContract(BundleCase):
+    def test_json_zoo_bundle_from_the_command_line(self):
+        out = self.out("zoo_label2")
+        cmd = [
+            sys.executable, "-m", "monai.bundle", "run", "unlearn",
+            "--config_file", f"['{self.zoo}/configs/train.json', '{UNLEARN_CONFIG}']",
+            "--meta_file", f"{self.zoo}/configs/metadata.json", "--bundle_root", self.zoo,
+            "--forget", "label=2", "--output_dir", out,
+            "--unlearn_params#eps", "0.3", "--unlearn_progress", "false", "--unlearn_reason", "class 2 redefined",
+        ]
+        env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=self.tmp, timeout=300)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        for part in ("configs/train.json", "configs/inference.json", "configs/metadata.json", "models/model.pt",
+                     "models/model.ts", "unlearning/report.json", "unlearning/audit.json", "unlearning/curves.png",
+                     "unlearning/per_class_accuracy.png"):
+            self.assertTrue(os.path.isfile(os.path.join(out, part)), part)
+        self.assertEqual(tree_digest(self.zoo), self.zoo_digest)  # the wrapped bundle is untouched
+
+        report = json.load(open(os.path.join(out, "unlearning", "report.json")))
+        self.assertGreater(report["before"]["forget"]["accuracy"], 0.9)
+        self.assertLess(report["after"]["forget"]["accuracy"], 0.2)
+        self.assertGreater(report["after"]["remain"]["accuracy"], 0.9)
+        meta = json.load(open(os.path.join(out, "configs", "metadata.json")))
+        self.assertEqual(meta["version"], "0.2.1")
+        self.assertIn("PSG", meta["changelog"]["0.2.1"])
+        self.assertIn("0.2.0", meta["changelog"])
+
+        audit = json.load(open(os.path.join(out, "unlearning", "audit.json")))
+        train, _ = split(self.items)
+        forgotten = [it for it in train if it["label"] == 2]
+        self.assertEqual(audit["num_forgotten"], len(forgotten))
+        self.assertEqual(audit["reason"], "class 2 redefined")
+        self.assertEqual([r["id_sha256"] for r in audit["items"]], [sha256_text(it["image"]) for it in forgotten])
+        self.assertEqual([r["content_sha256"] for r in audit["items"]], [sha256_file(it["image"]) for it in forgotten])
+
+        # the TorchScript model loads without the package's code and predicts like the saved weights
+        ts = torch.jit.load(os.path.join(out, "models", "model.ts"))
+        image = torch.rand(2, 1, 16, 16)
+        parser = ConfigParser()
+        parser.read_config(os.path.join(out, "configs", "inference.json"))
+        net = parser.get_parsed_content("network_def")
+        net.load_state_dict(torch.load(os.path.join(out, "models", "model.pt"), weights_only=True))
+        net.eval()
+        with torch.no_grad():
+            self.assertTrue(torch.allclose(ts(image), net(image), atol=1e-5))
+        extra = {"metadata.json": "", "inference.json": ""}
+        torch.jit.load(os.path.join(out, "models", "model.ts"), _extra_files=extra)
+        self.assertEqual(json.loads(extra["metadata.json"])["version"], "0.2.1")
+        self.assertIn("network_def", json.loads(extra["inference.json"]))
+
+    def test_yaml_template_bundle_as_workflow(self):
+        out = self.out("template_device")
+        workflow = UnlearnWorkflow(
+            config_file=os.path.join(self.template, "configs", "train.yaml"),
+            meta_file=os.path.join(self.template, "configs", "metadata.json"),
+            bundle_root=self.template, forget="device=scanner_c", output_dir=out, unlearn_progress=False,
+            unlearn_params={"eps": 0.4, "num_steps": 3, "step_size": 0.2, "gamma": 0.1, "lam": 0.1},
+        )
+        workflow.initialize()
+        summary = workflow.run()
+        self.assertEqual(tree_digest(self.template), self.template_digest)
+        self.assertTrue(os.path.isfile(os.path.join(out, "models", "model.ts")))
+        self.assertTrue(os.path.isfile(os.path.join(out, "configs", "train.yaml")))
+        record = summary["record"]
+        self.assertEqual(record["layout"]["datalist"], "train_dataset#data")
+        self.assertEqual(record["layout"]["preprocessing"], "val_preprocessing")
+        self.assertTrue(all(it["device"] == "scanner_c" for it in []))
+        audit = json.load(open(os.path.join(out, "unlearning", "audit.json")))
+        self.assertEqual(list(audit["counts"]["device"]), ["scanner_c"])
+        self.assertGreater(record["history"][0]["flip_rate"], 0.0)
+        self.assertLess(record["after"]["forget"]["accuracy"], record["before"]["forget"]["accuracy"])
+
+    def test_ids_file_selector(self):
+        train, _ = split(self.items)
+        chosen = [train[0]["image"], train[5]["image"], train[9]["image"]]
+        ids_file = os.path.join(self.tmp, "withdrawn.txt")
+        with open(ids_file, "w") as f:
+            f.write("# consent withdrawn\n" + "\n".join(chosen) + "\n")
+        out = self.out("zoo_ids")
+        summary = unlearn_from_parser(self.parser(self.zoo, forget=ids_file, output_dir=out, unlearn_epochs=1))
+        self.assertEqual(summary["num_forgotten"], 3)
+        audit = json.load(open(os.path.join(out, "unlearning", "audit.json")))
+        self.assertEqual(sorted(r["id_sha256"] for r in audit["items"]), sorted(sha256_text(p) for p in chosen))
+
+
+class TestBundleBadInput(BundleCase):
+    def test_missing_weights(self):
+        broken = os.path.join(self.tmp, "no_weights")
+        shutil.copytree(self.zoo, broken)
+        os.remove(os.path.join(broken, "models", "model.pt"))
+        with self.assertRaisesRegex(FileNotFoundError, "has no weights at .*model.pt"):
+            unlearn_from_parser(self.parser(broken, forget="label=1", output_dir=self.out("x1")))
+        self.assertFalse(os.path.exists(self.out("x1")))
+
+    def test_selector_matches_nothing(self):
+        with self.assertRaisesRegex(ForgetSelectionError, "scanner_z"):
+            unlearn_from_parser(self.parser(self.zoo, forget="device=scanner_z", output_dir=self.out("x2")))
+        self.assertFalse(os.path.exists(self.out("x2")))
+
+    def test_unknown_key(self):
+        with self.assertRaisesRegex(ForgetSelectionError, "site"):
+            unlearn_from_parser(self.parser(self.zoo, forget="site=boston", output_dir=self.out("x3")))
+
+    def test_output_exists(self):
+        out = self.out("exists")
+        os.makedirs(out)
+        with self.assertRaisesRegex(FileExistsError, "already exists"):
+            unlearn_from_parser(self.parser(self.zoo, forget="label=1", output_dir=out))
+        self.assertEqual(os.listdir(out), [])
+
+    def test_output_inside_wrapped_bundle(self):
+        with self.assertRaisesRegex(ValueError, "inside the wrapped bundle"):
+            unlearn_from_parser(self.parser(self.zoo, forget="label=1", output_dir=os.path.join(self.zoo, "new"),
+                                            unlearn_epochs=1))
+        self.assertEqual(tree_digest(self.zoo), self.zoo_digest)
+
+    def test_network_not_found(self):
+        parser = self.parser(self.zoo, forget="label=1", output_dir=self.out("x4"))
+        config = parser.get()
+        config.pop("network_def")
+        config.pop("network")
+        parser.set(config)
+        with self.assertRaisesRegex(BundleLayoutError, r"network.*network_def.*--unlearn_keys#network"):
+            unlearn_from_parser(parser)
+
+    def test_named_key_must_exist(self):
+        parser = self.parser(self.zoo, forget="label=1", output_dir=self.out("x5"))
+        parser["unlearn_keys"] = {"network": "my_net"}
+        with self.assertRaisesRegex(BundleLayoutError, "my_net"):
+            unlearn_from_parser(parser)
+
+    def test_missing_forget_and_output(self):
+        with self.assertRaisesRegex(ValueError, "--forget"):
+            unlearn_from_parser(self.parser(self.zoo, output_dir=self.out("x6")))
+        with self.assertRaisesRegex(ValueError, "--output_dir"):
+            unlearn_from_parser(self.parser(self.zoo, forget="label=1"))
+
+    def test_checkpoint_from_another_architecture(self):
+        other = os.path.join(self.tmp, "other_arch.pt")
+        torch.save(torch.nn.Linear(3, 2).state_dict(), other)
+        with self.assertRaisesRegex(ValueError, "do not fit the bundle's network"):
+            unlearn_from_parser(self.parser(self.zoo, forget="label=1", output_dir=self.out("x7"), unlearn_ckpt=other))
+
+    def test_checkpoint_with_code_is_refused(self):
+        evil = os.path.join(self.tmp, "evil.pt")
+        torch.save({"model": torch.nn.Linear(3, 2)}, evil)  # a pickled module: needs code to load
+        with self.assertRaisesRegex(ValueError, "weights_only=True"):
+            unlearn_from_parser(self.parser(self.zoo, forget="label=1", output_dir=self.out("x8"), unlearn_ckpt=evil))
+
+
+if __name__ == "__main__":
+    unittest.main()
