@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -238,6 +239,11 @@ def unlearn(
         epochs_run = epoch + 1
         record = {"epoch": epochs_run, **{k: float(v) / count for k, v in sums.items()}}
         history.append(record)
+        if not math.isfinite(record["loss"]):
+            raise FloatingPointError(
+                f"unlearning diverged: the loss became {record['loss']} in pass {epochs_run}. Lower the learning "
+                "rate (or phi); nothing was written."
+            )
         if epochs_run == 1 and record["flip_rate"] == 0.0:
             logger.warning(
                 "the boundary search crossed no decision boundary in the first pass (flip rate 0): the forget "

@@ -33,9 +33,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "output_dir": None,  # where the new bundle is written (must not exist unless unlearn_overwrite)
     "unlearn_reason": "",  # free text recorded in the audit
     "unlearn_overwrite": False,
-    "unlearn_params": {"eps": 0.05, "eps_mode": "relative", "phi": 1.0, "seed": 0},  # PSGConfig arguments
-    "unlearn_epochs": 10,
-    "unlearn_lr": 0.002,
+    "unlearn_params": {"eps": 0.2, "eps_mode": "relative", "phi": 4.0, "seed": 0},  # PSGConfig arguments
+    "unlearn_epochs": 15,
+    "unlearn_lr": 0.001,
     "unlearn_momentum": 0.9,
     "unlearn_batch_size": 16,
     "unlearn_num_workers": 0,
