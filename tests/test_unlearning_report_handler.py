@@ -15,8 +15,8 @@ from monai_unlearn.handlers import (
     PSGUnlearningHandler,
     UnlearningMetricsHandler,
     UnlearningReportHandler,
-    atomic_write_bytes,
 )
+from monai_unlearn.io import atomic_write_bytes
 from tests.test_unlearning_trainer import make_trainer, toy_loaders, trained_toy_net
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

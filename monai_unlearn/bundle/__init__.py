@@ -12,4 +12,4 @@ from monai_unlearn.bundle.workflow import (
     unlearn_from_parser,
     unlearn_running_bundle,
 )
-from monai_unlearn.bundle.writer import atomic_write_json, bump_version, export_torchscript, write_new_bundle
+from monai_unlearn.bundle.writer import bump_version, export_torchscript, write_new_bundle

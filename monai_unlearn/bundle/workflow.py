@@ -16,11 +16,12 @@ import monai_unlearn
 from monai_unlearn.bundle.audit import build_audit
 from monai_unlearn.bundle.checkpoint import load_bundle_weights
 from monai_unlearn.bundle.layout import detect_layout
-from monai_unlearn.bundle.writer import atomic_write_json, export_torchscript, write_new_bundle
+from monai_unlearn.bundle.writer import export_torchscript, write_new_bundle
+from monai_unlearn.io import atomic_write_json
 from monai_unlearn.core.config import PSGConfig
 from monai_unlearn.core.selection import parse_forget_selector, select_forget
 from monai_unlearn.metrics.evaluation import summary_rows
-from monai_unlearn.metrics.plots import plot_curves, plot_per_class
+from monai_unlearn.metrics.plots import LOSS_SERIES, curves_figure, has_matplotlib, per_class_figure, write_png
 from monai_unlearn.runner import format_table, unlearn
 
 __all__ = ["DEFAULT_SETTINGS", "unlearn_from_parser", "unlearn_running_bundle", "UnlearnWorkflow", "calling_config_parser"]
@@ -169,14 +170,12 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
         os.makedirs(report_dir, exist_ok=True)
         atomic_write_json(record, os.path.join(report_dir, "report.json"))
         atomic_write_json(audit, os.path.join(report_dir, "audit.json"))
-        if result.history:
-            plot_curves(result.history, os.path.join(report_dir, "curves.png"), x_key="epoch",
-                        keys=("loss", "forget_loss", "remain_loss", "flip_rate", "forget_accuracy"))
-        if result.before and result.after:
-            plot_per_class(result.before["forget"]["per_class"] | _per_class(result.before, "remain"),
-                           result.after["forget"]["per_class"] | _per_class(result.after, "remain"),
-                           os.path.join(report_dir, "per_class_accuracy.png"), class_names,
-                           title="training-set accuracy per class (forget and remain items)")
+        if has_matplotlib and result.history:
+            write_png(curves_figure(result.history, "epoch", LOSS_SERIES, title="unlearning passes", unit_range=False),
+                      os.path.join(report_dir, "curves.png"))
+        if has_matplotlib and result.before and result.after:
+            write_png(per_class_figure(result.before, result.after, class_names),
+                      os.path.join(report_dir, "per_class_accuracy.png"))
 
     write_new_bundle(bundle_root, output_dir, revised.state_dict(), changelog, write_extras,
                      overwrite=bool(_setting(parser, "unlearn_overwrite")))
@@ -184,13 +183,6 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
     logger.info("unlearned bundle written to %s\n%s", output_dir, table)
     return {"output_dir": os.path.abspath(output_dir), "num_forgotten": len(forget_items),
             "num_remain": len(remain_items), "table": table, "record": record}
-
-
-def _per_class(evaluation: dict[str, Any], name: str) -> dict:
-    report = evaluation.get(name)
-    if not report:
-        return {}
-    return {c: v for c, v in report["per_class"].items() if v is not None}
 
 
 def calling_config_parser() -> ConfigParser:

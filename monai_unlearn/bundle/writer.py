@@ -13,7 +13,9 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import save_net_with_metadata
 
-__all__ = ["bump_version", "export_torchscript", "write_new_bundle", "atomic_write_json", "COPIED_ENTRIES"]
+from monai_unlearn.io import atomic_write_json
+
+__all__ = ["bump_version", "export_torchscript", "write_new_bundle", "COPIED_ENTRIES"]
 
 # what is copied from the wrapped bundle: its definition, not its weights, data or outputs
 COPIED_ENTRIES = ("configs", "docs", "scripts", "LICENSE", "NOTICE", "NOTICE.md", "large_files.yml", "large_files.yaml")
@@ -27,30 +29,6 @@ def bump_version(version: str) -> str:
             parts[i] = str(int(parts[i]) + 1)
             return ".".join(parts)
     return f"{version}.1"
-
-
-def atomic_write_json(data: Any, path: str) -> None:
-    """Write ``data`` as JSON next to ``path`` and move it into place, so readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2, default=_json_default)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def export_torchscript(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from monai_unlearn.handlers.forget_target_stopper import ForgetTargetStopper
 from monai_unlearn.handlers.psg_unlearning_handler import PSGUnlearningHandler
 from monai_unlearn.handlers.unlearning_metrics_handler import METRIC_NAMES, UnlearningMetricsHandler
-from monai_unlearn.handlers.unlearning_report_handler import UnlearningReportHandler, atomic_write_bytes
+from monai_unlearn.handlers.unlearning_report_handler import UnlearningReportHandler
 
 __all__ = [
     "ForgetTargetStopper",
@@ -13,5 +13,4 @@ __all__ = [
     "PSGUnlearningHandler",
     "UnlearningMetricsHandler",
     "UnlearningReportHandler",
-    "atomic_write_bytes",
 ]

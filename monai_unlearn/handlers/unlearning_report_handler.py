@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,11 +14,11 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_unlearn.core.config import PSGConfig
 from monai_unlearn.handlers.unlearning_metrics_handler import UnlearningMetricsHandler
+from monai_unlearn.io import atomic_write_bytes, json_default
+from monai_unlearn.metrics.plots import curves_figure, has_matplotlib, per_class_figure, write_png
 from monai_unlearn.runner import method_name
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-Figure, has_matplotlib = optional_import("matplotlib.figure", name="Figure")
-FigureCanvasAgg, _ = optional_import("matplotlib.backends.backend_agg", name="FigureCanvasAgg")
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
@@ -28,37 +26,10 @@ else:
         "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
     )
 
-__all__ = ["UnlearningReportHandler", "atomic_write_bytes"]
+__all__ = ["UnlearningReportHandler"]
 
 CURVES_FILENAME = "unlearning_curves.png"
 PER_CLASS_FILENAME = "per_class_accuracy.png"
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``.
-
-    A reader never sees a half-written file, and no temporary file is left behind on failure.
-    """
-    path = Path(path)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # tensors and numpy arrays / scalars
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 class UnlearningReportHandler:
@@ -157,7 +128,7 @@ class UnlearningReportHandler:
         """Write ``record`` as JSON (atomically) and, when enabled, the plots; return the written paths."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         json_path = self.output_dir / self.filename
-        text = json.dumps(record, indent=2, default=_json_default)
+        text = json.dumps(record, indent=2, default=json_default)
         atomic_write_bytes(json_path, text.encode("utf-8"))
         self.paths = {"report": json_path}
         logger = self.logger if self.logger is not None else logging.getLogger(__name__)
@@ -166,10 +137,10 @@ class UnlearningReportHandler:
                 logger.warning("matplotlib is not installed: the unlearning plots are skipped.")
             else:
                 self.paths["curves"] = self.output_dir / CURVES_FILENAME
-                atomic_write_bytes(self.paths["curves"], _png(_curves_figure(record.get("history") or [])))
+                write_png(curves_figure(record.get("history") or []), self.paths["curves"])
                 if record.get("before") is not None and record.get("after") is not None:
                     self.paths["per_class"] = self.output_dir / PER_CLASS_FILENAME
-                    atomic_write_bytes(self.paths["per_class"], _png(_per_class_figure(record["before"], record["after"])))
+                    write_png(per_class_figure(record["before"], record["after"]), self.paths["per_class"])
         logger.info(f"Unlearning report written to {json_path}")
         return self.paths
 
@@ -187,63 +158,3 @@ def _engine_config(engine: Engine) -> dict[str, Any] | None:
 def _optimizer_record(optimizer: Any) -> dict[str, Any]:
     defaults = getattr(optimizer, "defaults", {}) or {}
     return {"name": type(optimizer).__name__, **{k: v for k, v in defaults.items() if isinstance(v, (int, float, bool, str))}}
-
-
-def _png(figure: Any) -> bytes:
-    import io
-
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def _curves_figure(history: list[Mapping[str, Any]]) -> Any:
-    figure = Figure(figsize=(6.4, 4.0))
-    axes = figure.add_subplot(1, 1, 1)
-    iterations = [h["iteration"] for h in history]
-    for key, label in (("forget_accuracy", "forget accuracy"), ("remain_accuracy", "remain accuracy"),
-                       ("test_accuracy", "test accuracy"), ("mia", "membership inference")):
-        points = [(i, h.get(key)) for i, h in zip(iterations, history) if h.get(key) is not None]
-        if points:
-            xs, ys = zip(*points)
-            axes.plot(xs, ys, marker="o", linestyle="--" if key == "mia" else "-", label=label)
-    axes.set_xlabel("iteration")
-    axes.set_ylabel("accuracy / attack score")
-    axes.set_ylim(-0.02, 1.02)
-    axes.set_title("PSG unlearning")
-    axes.grid(True, alpha=0.3)
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(loc="best")
-    return figure
-
-
-def _per_class_figure(before: Mapping[str, Any], after: Mapping[str, Any]) -> Any:
-    splits = [s for s in ("forget", "remain", "test") if before.get(s) is not None and after.get(s) is not None]
-    figure = Figure(figsize=(4.0 * max(len(splits), 1), 3.6))
-    for index, split in enumerate(splits):
-        axes = figure.add_subplot(1, len(splits), index + 1)
-        classes = sorted({*before[split]["per_class"], *after[split]["per_class"]}, key=lambda c: int(c))
-        width = 0.38
-        for offset, (label, evaluation) in ((-width / 2, ("before", before)), (width / 2, ("after", after))):
-            per_class = evaluation[split]["per_class"]
-            values = [_nan_if_none(per_class.get(c)) for c in classes]
-            positions = [i + offset for i in range(len(classes))]
-            axes.bar(positions, values, width=width, label=label)
-            for x, value in zip(positions, values):  # zero bars are invisible: print every value
-                axes.text(x, 0.0 if math.isnan(value) else value, "n/a" if math.isnan(value) else f"{value:.2f}",
-                          ha="center", va="bottom", fontsize=7)
-        axes.set_xlim(-0.6, len(classes) - 0.4)
-        axes.set_xticks(range(len(classes)))
-        axes.set_xticklabels([str(c) for c in classes])
-        axes.set_ylim(0.0, 1.1)
-        axes.set_xlabel("class")
-        axes.set_title(f"{split} set")
-        if index == 0:
-            axes.set_ylabel("accuracy")
-            axes.legend(loc="best")
-    return figure
-
-
-def _nan_if_none(value: Any) -> float:
-    return math.nan if value is None else float(value)

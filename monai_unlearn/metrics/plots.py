@@ -1,85 +1,114 @@
-"""PNG figures of an unlearning run: metric curves over iterations and per-class accuracy before/after."""
+"""PNG figures of an unlearning run, drawn on matplotlib's Agg canvas (no global backend change)."""
 
 from __future__ import annotations
 
+import io
+import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["plot_curves", "plot_per_class"]
+from monai.utils import optional_import
+
+from monai_unlearn.io import atomic_write_bytes
+
+Figure, has_matplotlib = optional_import("matplotlib.figure", name="Figure")
+FigureCanvasAgg, _ = optional_import("matplotlib.backends.backend_agg", name="FigureCanvasAgg")
+
+__all__ = ["has_matplotlib", "curves_figure", "per_class_figure", "write_png", "ACCURACY_SERIES", "LOSS_SERIES"]
+
+ACCURACY_SERIES = (
+    ("forget_accuracy", "forget accuracy"),
+    ("remain_accuracy", "remain accuracy"),
+    ("test_accuracy", "test accuracy"),
+    ("mia", "membership inference"),
+)
+LOSS_SERIES = (
+    ("loss", "total loss"),
+    ("forget_loss", "forget loss"),
+    ("remain_loss", "remain loss"),
+    ("flip_rate", "boundary flip rate"),
+)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_curves(
-    history: Sequence[Mapping[str, Any]], path: str, x_key: str = "iteration",
-    keys: Sequence[str] = ("forget_accuracy", "remain_accuracy", "test_accuracy", "mia"),
-) -> str:
-    """Plot metric curves from a list of records (one per evaluation) and save them as a PNG.
+def curves_figure(
+    history: Sequence[Mapping[str, Any]], x_key: str = "iteration",
+    series: Sequence[tuple[str, str]] = ACCURACY_SERIES, title: str = "PSG unlearning", unit_range: bool = True,
+) -> Any:
+    """Line plot of the ``series`` (record key, label) found in ``history`` against ``x_key``.
 
     Args:
-        history: records holding ``x_key`` and any of ``keys``; missing or ``None`` values are skipped.
-        path: the PNG file to write.
+        history: records, one per evaluation or pass; missing or ``None`` values are skipped.
         x_key: the record key for the horizontal axis.
-        keys: the metrics to draw.
+        series: ``(key, label)`` pairs to draw.
+        title: the figure title.
+        unit_range: fix the vertical axis to [0, 1] (accuracies, attack scores).
 
     Returns:
-        ``path``.
+        a matplotlib ``Figure``.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in keys:
-        points = [(r[x_key], r[key]) for r in history if r.get(key) is not None and r.get(x_key) is not None]
+    figure = Figure(figsize=(6.4, 4.0))
+    axes = figure.add_subplot(1, 1, 1)
+    for key, label in series:
+        points = [(h[x_key], h[key]) for h in history if h.get(key) is not None and h.get(x_key) is not None]
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, marker="o", label=key.replace("_", " "))
-    ax.set_xlabel(x_key)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title("unlearning progress")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+            axes.plot(xs, ys, marker="o", linestyle="--" if key in ("mia", "flip_rate") else "-", label=label)
+    axes.set_xlabel(x_key)
+    if unit_range:
+        axes.set_ylim(-0.02, 1.02)
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(loc="best")
+    return figure
 
 
-def plot_per_class(
-    before: Mapping[Any, float | None], after: Mapping[Any, float | None], path: str,
-    class_names: Sequence[str] | None = None, title: str = "per-class accuracy",
-) -> str:
-    """Grouped bars of per-class accuracy before and after unlearning, saved as a PNG.
+def per_class_figure(
+    before: Mapping[str, Any], after: Mapping[str, Any], class_names: Sequence[str] | None = None,
+    metric: str = "accuracy",
+) -> Any:
+    """Grouped bars of per-class scores before and after unlearning, one panel per evaluated set.
 
     Args:
-        before: class index -> accuracy (or ``None`` when the class is absent).
+        before: an ``evaluate_unlearning`` result (``{"forget": {"per_class": ...}, "remain": ..., ...}``).
         after: the same after unlearning.
-        path: the PNG file to write.
         class_names: optional names for the class indices.
-        title: the figure title.
+        metric: the vertical axis label.
 
     Returns:
-        ``path``.
+        a matplotlib ``Figure``.
     """
-    plt = _pyplot()
-    classes = sorted({int(c) for c in before} | {int(c) for c in after})
-    lookup = lambda d, c: d.get(c, d.get(str(c)))  # noqa: E731  (JSON round trips turn keys into strings)
-    width = 0.4
-    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(classes) + 2), 4))
-    for offset, (name, values) in zip((-width / 2, width / 2), (("before", before), ("after", after))):
-        heights = [lookup(values, c) or 0.0 for c in classes]
-        ax.bar([i + offset for i in range(len(classes))], heights, width, label=name)
-    labels = [class_names[c] if class_names and c < len(class_names) else str(c) for c in classes]
-    ax.set_xticks(range(len(classes)), labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    splits = [s for s in ("forget", "remain", "test") if before.get(s) is not None and after.get(s) is not None]
+    figure = Figure(figsize=(4.0 * max(len(splits), 1), 3.6))
+    for index, split in enumerate(splits):
+        axes = figure.add_subplot(1, len(splits), index + 1)
+        classes = sorted({*before[split]["per_class"], *after[split]["per_class"]}, key=lambda c: int(c))
+        width = 0.38
+        for offset, (label, evaluation) in ((-width / 2, ("before", before)), (width / 2, ("after", after))):
+            per_class = evaluation[split]["per_class"]
+            values = [math.nan if per_class.get(c) is None else float(per_class[c]) for c in classes]
+            positions = [i + offset for i in range(len(classes))]
+            axes.bar(positions, values, width=width, label=label)
+            for x, value in zip(positions, values):  # zero bars are invisible: print every value
+                axes.text(x, 0.0 if math.isnan(value) else value, "n/a" if math.isnan(value) else f"{value:.2f}",
+                          ha="center", va="bottom", fontsize=7)
+        names = [class_names[int(c)] if class_names and int(c) < len(class_names) else str(c) for c in classes]
+        axes.set_xlim(-0.6, len(classes) - 0.4)
+        axes.set_xticks(range(len(classes)))
+        axes.set_xticklabels(names, rotation=30 if class_names else 0, fontsize=8)
+        axes.set_ylim(0.0, 1.1)
+        axes.set_title(f"{split} set")
+        if index == 0:
+            axes.set_ylabel(metric)
+            axes.legend(loc="best")
+    return figure
+
+
+def write_png(figure: Any, path: str | os.PathLike) -> str:
+    """Render ``figure`` to PNG and write it atomically to ``path``; returns ``path``."""
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+    return str(path)
