@@ -19,3 +19,23 @@ __all__ = [
     "prediction_agreement",
     "DEFAULT_IGNORED_KEYS",
 ]
+
+from .segmentation import (  # noqa: E402
+    collect_segmentation_stats,
+    dice_counts,
+    dice_from_counts,
+    evaluate_segmentation,
+    is_segmentation_evaluation,
+    segmentation_report,
+    segmentation_summary_rows,
+)
+
+__all__ += [
+    "collect_segmentation_stats",
+    "dice_counts",
+    "dice_from_counts",
+    "evaluate_segmentation",
+    "is_segmentation_evaluation",
+    "segmentation_report",
+    "segmentation_summary_rows",
+]

@@ -1,0 +1,106 @@
+"""The front door: ``python -m monai_unlearn unlearn --bundle <B> --forget <selector> --output <OUT>``.
+
+The same run as ``python -m monai.bundle run unlearn`` with the overlay, without typing the config list.
+``python -m monai_unlearn demo`` runs the main demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+__all__ = ["main", "find_train_config"]
+
+
+def find_train_config(bundle: str, name: str | None = None) -> str:
+    """The bundle's training config: ``configs/<name>`` when given, else ``configs/train.json`` / ``.yaml``.
+
+    Raises:
+        FileNotFoundError: naming the files that were looked for.
+    """
+    candidates = [name] if name else ["train.json", "train.yaml", "train.yml"]
+    paths = [os.path.join(bundle, "configs", c) for c in candidates]
+    for path in paths:
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"no training config in {bundle}: looked for {', '.join(paths)}; name one with --config.")
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _unlearn(args: argparse.Namespace) -> None:
+    from monai_unlearn.bundle import UnlearnWorkflow
+
+    overrides: dict[str, Any] = {"forget": args.forget, "output_dir": args.output, "unlearn_reason": args.reason,
+                                 "unlearn_overwrite": args.overwrite, "unlearn_progress": not args.quiet}
+    for name in ("epochs", "lr", "batch_size"):
+        if getattr(args, name) is not None:
+            overrides[f"unlearn_{name}"] = getattr(args, name)
+    if args.retrained:
+        overrides["unlearn_retrained_ckpt"] = args.retrained
+    params: dict[str, Any] = {}
+    if args.eps is not None:
+        params["eps"] = args.eps
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects ID=VALUE, got {item!r}.")
+        if key.startswith("unlearn_params#"):
+            params[key.split("#", 1)[1]] = _value(value)
+        else:
+            overrides[key] = _value(value)
+    if params:
+        overrides["unlearn_params"] = params
+    bundle = os.path.abspath(args.bundle)
+    meta = os.path.join(bundle, "configs", "metadata.json")
+    workflow = UnlearnWorkflow(config_file=find_train_config(bundle, args.config), bundle_root=bundle,
+                               meta_file=meta if os.path.isfile(meta) else None, **overrides)
+    workflow.initialize()
+    summary = workflow.run()
+    print(f"\nnew bundle: {summary['output_dir']} ({summary['num_forgotten']} items forgotten)\n{summary['table']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and run the chosen command."""
+    parser = argparse.ArgumentParser(prog="python -m monai_unlearn", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("unlearn", help="unlearn a forget set from a bundle and write a new bundle")
+    run.add_argument("--bundle", required=True, help="the bundle to unlearn from (only read)")
+    run.add_argument("--forget", required=True, help="label=3 | key=value | a .txt/.json file of image paths")
+    run.add_argument("--output", required=True, help="folder of the new bundle (must not exist)")
+    run.add_argument("--config", help="training config file name in <bundle>/configs (default train.json/.yaml)")
+    run.add_argument("--reason", default="", help="why the data is forgotten (kept in the audit)")
+    run.add_argument("--retrained", help="weights of a model retrained without the forget set, for comparison")
+    run.add_argument("--eps", type=float, help="search radius (relative to the intensity range by default)")
+    run.add_argument("--epochs", type=int, help="passes over the forget set")
+    run.add_argument("--lr", type=float, help="learning rate")
+    run.add_argument("--batch-size", dest="batch_size", type=int, help="batch size")
+    run.add_argument("--set", action="append", default=[], metavar="ID=VALUE",
+                     help="any config override, e.g. --set unlearn_params#gamma=0.5 (values parsed as JSON)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    commands.add_parser("demo", help="the main demo (see python -m monai_unlearn.apps.demo --help)", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "demo":
+        from monai_unlearn.apps.demo import main as demo_main
+
+        demo_main(rest)
+        return
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _unlearn(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

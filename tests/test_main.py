@@ -1,0 +1,39 @@
+"""The ``python -m monai_unlearn`` front door."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+
+from monai_unlearn.__main__ import find_train_config, main
+from tests.bundle_fixtures import tree_digest
+from tests.test_bundle_unlearn import BundleCase
+
+
+class TestFrontDoor(BundleCase):
+    def test_unlearn_command(self):
+        out = self.out("front_door")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            main(["unlearn", "--bundle", self.template, "--forget", "label=1", "--output", out, "--eps", "0.3",
+                  "--epochs", "5", "--lr", "0.01", "--reason", "class 1 retired", "--quiet",
+                  "--set", "unlearn_params#phi=2.0"])
+        self.assertIn("forget_acc", printed.getvalue())
+        report = json.load(open(os.path.join(out, "unlearning", "report.json")))
+        self.assertEqual(report["config"]["eps"], 0.3)
+        self.assertEqual(report["config"]["phi"], 2.0)
+        self.assertEqual(report["epochs"], 5)
+        self.assertLess(report["after"]["forget"]["accuracy"], report["before"]["forget"]["accuracy"])
+        self.assertEqual(json.load(open(os.path.join(out, "unlearning", "audit.json")))["reason"], "class 1 retired")
+        self.assertEqual(tree_digest(self.template), self.template_digest)
+
+    def test_missing_train_config(self):
+        with self.assertRaisesRegex(FileNotFoundError, "train.json"):
+            find_train_config(os.path.join(self.tmp, "data"))
+        self.assertTrue(find_train_config(self.zoo).endswith("train.json"))
+
+    def test_bad_set(self):
+        with self.assertRaises(SystemExit):
+            main(["unlearn", "--bundle", self.zoo, "--forget", "label=1", "--output", self.out("y"), "--set", "oops"])
