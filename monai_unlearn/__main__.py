@@ -1,6 +1,7 @@
 """The front door: ``python -m monai_unlearn unlearn --bundle <B> --forget <selector> --output <OUT>``.
 
 The same run as ``python -m monai.bundle run unlearn`` with the overlay, without typing the config list.
+``python -m monai_unlearn compose --features <A> --head <B> --output <C>`` composes two unlearned bundles;
 ``python -m monai_unlearn demo`` runs the main demo.
 """
 
@@ -89,6 +90,13 @@ def main(argv: list[str] | None = None) -> None:
                      help="any config override, e.g. --set unlearn_params#gamma=0.5 (values parsed as JSON)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    compose = commands.add_parser("compose", help="feature extractor of one unlearned bundle, head of another")
+    compose.add_argument("--features", required=True, help="bundle supplying the feature extractor")
+    compose.add_argument("--head", required=True, help="bundle supplying the classification head")
+    compose.add_argument("--output", required=True, help="folder of the composed bundle (must not exist)")
+    compose.add_argument("--head-prefix", dest="head_prefixes", action="append",
+                         help="parameter-name prefix of the head (repeatable; detected for MONAI networks)")
+    compose.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     commands.add_parser("demo", help="the main demo (see python -m monai_unlearn.apps.demo --help)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
@@ -99,6 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "compose":
+        from monai_unlearn.bundle.compose import compose_bundles
+
+        record = compose_bundles(args.features, args.head, args.output, args.head_prefixes, overwrite=args.overwrite)
+        print(f"composed bundle: {os.path.abspath(args.output)} (head {record['head_prefixes']} from {args.head})")
+        return
     _unlearn(args)
 
 

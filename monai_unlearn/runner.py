@@ -6,7 +6,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,8 +19,43 @@ from monai_unlearn.core.config import PSGConfig
 from monai_unlearn.core.unlearner import PSGUnlearner, check_labels
 from monai_unlearn.metrics.evaluation import evaluate_unlearning, summary_rows
 from monai_unlearn.metrics.retrain_gap import retrain_gap
+from monai_unlearn.metrics.segmentation import evaluate_segmentation, is_segmentation_evaluation, segmentation_summary_rows
 
-__all__ = ["UnlearningResult", "unlearn", "method_name", "cycle", "validate_first_batch", "format_table"]
+__all__ = [
+    "UnlearningResult",
+    "unlearn",
+    "method_name",
+    "cycle",
+    "validate_first_batch",
+    "format_table",
+    "headline_rows",
+    "forget_score",
+    "class_mask",
+    "TASKS",
+]
+
+#: the tasks ``unlearn`` evaluates: accuracy for classification, Dice for segmentation.
+TASKS = ("classification", "segmentation")
+#: the label value cross-entropy ignores (PyTorch's default ``ignore_index``).
+IGNORE_INDEX = -100
+
+
+def headline_rows(evaluation: dict[str, Any]) -> dict[str, float | None]:
+    """The headline numbers of an evaluation: ``summary_rows`` (accuracy) or ``segmentation_summary_rows`` (Dice)."""
+    if is_segmentation_evaluation(evaluation):
+        return segmentation_summary_rows(evaluation)
+    return summary_rows(evaluation)
+
+
+def forget_score(evaluation: dict[str, Any]) -> float | None:
+    """The forget-set score a stopping rule compares: forget accuracy, or the forget Dice for segmentation."""
+    rows = headline_rows(evaluation)
+    return rows.get("forget_acc", rows.get("forget_dice"))
+
+
+def class_mask(label_index: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the elements of ``label_index`` whose class is one of ``classes`` (on the same device)."""
+    return torch.isin(label_index, classes)
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +100,7 @@ class UnlearningResult:
         for name in ("before", "after", "retrained"):
             evaluation = getattr(self, name)
             if evaluation is not None:
-                rows[name] = summary_rows(evaluation)
+                rows[name] = headline_rows(evaluation)
         return format_table(rows)
 
 
@@ -100,9 +135,16 @@ def cycle(loader: Iterable[Any]) -> Iterator[Any]:
 
 
 def validate_first_batch(
-    reference: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, what: str
+    reference: torch.nn.Module,
+    image: torch.Tensor,
+    label: torch.Tensor,
+    what: str,
+    forget_classes: Sequence[int] | None = None,
 ) -> None:
     """Check once, before the loop, that a batch fits the network: its shape, and labels within the classes.
+
+    For segmentation outputs ``(B, C, *S)`` the label map must have the output's spatial shape, and any
+    ``forget_classes`` must be classes the network outputs.
 
     Raises:
         ValueError: naming the batch (``what``) and the problem.
@@ -116,7 +158,23 @@ def validate_first_batch(
         ) from error
     if label.shape[0] != image.shape[0]:
         raise ValueError(f"{what} batch has {image.shape[0]} images but {label.shape[0]} labels.")
-    check_labels(logits, label_index_for_image(label, image), what=f"{what} labels")
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    num_classes = logits.shape[1]
+    if forget_classes is not None:
+        bad = [int(c) for c in forget_classes if not 0 <= int(c) < num_classes]
+        if bad:
+            raise ValueError(
+                f"cannot forget class(es) {bad}: the network outputs {num_classes} classes (0..{num_classes - 1})."
+            )
+    label_index = label_index_for_image(label, image)
+    if logits.ndim > 2 and tuple(label_index.shape[1:]) != tuple(logits.shape[2:]):
+        raise ValueError(
+            f"the {what} label maps have spatial shape {tuple(label_index.shape[1:])} (labels {tuple(label.shape)}), "
+            f"which does not match the images' {tuple(image.shape[2:])} / the network output's "
+            f"{tuple(logits.shape[2:])}: each label map must have its image's size."
+        )
+    check_labels(logits, label_index, what=f"{what} labels")
 
 
 def unlearn(
@@ -138,6 +196,11 @@ def unlearn(
     stop_at_forget_accuracy: float | None = None,
     inplace: bool = False,
     progress: bool = True,
+    task: str = "classification",
+    forget_classes: Sequence[int] | None = None,
+    remain_ignore_forget_classes: bool = True,
+    evaluate_fn: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
+    roi_size: Sequence[int] | int | None = None,
 ) -> tuple[torch.nn.Module, UnlearningResult]:
     """Unlearn the forget set from ``model`` with PSG and return the revised model and its record.
 
@@ -166,15 +229,41 @@ def unlearn(
         stop_at_forget_accuracy: stop after the first epoch whose forget accuracy is at or below this value.
         inplace: revise ``model`` itself instead of a copy.
         progress: show a progress bar.
+        task: ``"classification"`` (accuracy) or ``"segmentation"`` (Dice, see ``evaluate_segmentation``).
+            Segmentation batches carry label maps ``(B, 1, *S)`` or ``(B, *S)``; the whole forget images take
+            the reference's boundary labels voxel by voxel (forgetting cases or a device), unless
+            ``forget_classes`` is given. Loaders may yield random crops (patch-based training); evaluation
+            then uses whole images from the same loaders unless ``evaluate_fn`` says otherwise.
+        forget_classes: segmentation only: forget these label classes. In each forget batch only the voxels
+            of these classes take the boundary-search label (``forget_mask = label in forget_classes``); every
+            other voxel keeps its own label. With ``stop_at_forget_accuracy`` the forgotten classes' Dice on
+            the forget set is compared.
+        remain_ignore_forget_classes: with ``forget_classes``, the remain term ignores the voxels of those
+            classes (cross-entropy's ``ignore_index``), so it does not teach them back; set ``False`` when the
+            remain cases should keep the class (forgetting a class on some cases only).
+        evaluate_fn: ``evaluate_fn(model) -> dict`` replaces the built-in evaluation (e.g. a closure over
+            whole-image loaders, a sliding-window ROI, or a different metric); its record should be shaped like
+            ``evaluate_unlearning``'s or ``evaluate_segmentation``'s.
+        roi_size: segmentation only: evaluate with a sliding-window inferer of this ROI.
 
     Returns:
         the revised model and an ``UnlearningResult``.
 
     Raises:
         ValueError: for an empty forget loader, a batch that does not fit the network, labels outside the
-            network's classes, ``phi > 0`` without a remain loader, or an optimizer given without ``inplace``.
+            network's classes, ``phi > 0`` without a remain loader, or an optimizer given without ``inplace``;
+            for segmentation, a label map whose shape does not match its image, or a ``forget_classes`` entry
+            the network does not output.
     """
     config = config if config is not None else PSGConfig()
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}.")
+    if forget_classes is not None:
+        if task != "segmentation":
+            raise ValueError("forget_classes forgets a label class voxel by voxel: it needs task='segmentation'.")
+        forget_classes = [int(c) for c in forget_classes]
+        if not forget_classes:
+            raise ValueError("forget_classes is empty; give at least one class or None to forget whole cases.")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
     if config.phi > 0 and remain_loader is None:
@@ -199,9 +288,18 @@ def unlearn(
     unlearner = PSGUnlearner(revised, optimizer, config, reference=reference, amp=amp, total_iterations=total)
 
     def _evaluate(net: torch.nn.Module) -> dict[str, Any]:
+        if evaluate_fn is not None:
+            return evaluate_fn(net)
+        if task == "segmentation":
+            return evaluate_segmentation(
+                net, forget_loader, remain_loader, test_loader, num_classes, device, prepare_batch, amp,
+                forget_classes=forget_classes, roi_size=roi_size,
+            )
         return evaluate_unlearning(
             net, forget_loader, remain_loader, test_loader, num_classes, device, prepare_batch, amp
         )
+
+    classes_tensor = None if forget_classes is None else torch.as_tensor(forget_classes, device=device)
 
     before = _evaluate(reference) if evaluate else None
     retrained = _evaluate(retrained_model.to(device)) if (evaluate and retrained_model is not None) else None
@@ -222,11 +320,18 @@ def unlearn(
             if remain_iter is not None:
                 remain_image, remain_label = prepare_batch(next(remain_iter), device, False)
             if not checked:
-                validate_first_batch(reference, forget_image, forget_label, "forget")
+                validate_first_batch(reference, forget_image, forget_label, "forget", forget_classes)
                 if remain_image is not None:
                     validate_first_batch(reference, remain_image, remain_label, "remain")
                 checked = True
-            out = unlearner.step(forget_image, forget_label, remain_image, remain_label)
+            forget_mask = None
+            if classes_tensor is not None:
+                forget_label = label_index_for_image(forget_label, forget_image)
+                forget_mask = class_mask(forget_label, classes_tensor)
+                if remain_label is not None and remain_ignore_forget_classes:
+                    remain_label = label_index_for_image(remain_label, remain_image)
+                    remain_label = remain_label.masked_fill(class_mask(remain_label, classes_tensor), IGNORE_INDEX)
+            out = unlearner.step(forget_image, forget_label, remain_image, remain_label, forget_mask)
             for key in ("loss", "forget_loss", "remain_loss", "flip_rate"):
                 sums[key] = sums.get(key, 0.0) + out[key]
             count += 1
@@ -251,8 +356,13 @@ def unlearn(
             )
         bar.set_postfix(loss=f"{record['loss']:.3f}", flip=f"{record['flip_rate']:.2f}")
         if stop_at_forget_accuracy is not None:
-            forget_acc = evaluate_unlearning(revised, forget_loader, None, None, num_classes, device, prepare_batch, amp)
-            record["forget_accuracy"] = forget_acc["forget"]["accuracy"]
+            if task == "segmentation":
+                forget_eval = evaluate_segmentation(revised, forget_loader, None, None, num_classes, device,
+                                                    prepare_batch, amp, forget_classes=forget_classes, roi_size=roi_size)
+                record["forget_accuracy"] = forget_score(forget_eval)
+            else:
+                forget_acc = evaluate_unlearning(revised, forget_loader, None, None, num_classes, device, prepare_batch, amp)
+                record["forget_accuracy"] = forget_acc["forget"]["accuracy"]
             if record["forget_accuracy"] <= stop_at_forget_accuracy:
                 logger.info("forget accuracy %.3f reached the target after %d epochs", record["forget_accuracy"], epochs_run)
                 break
@@ -261,7 +371,7 @@ def unlearn(
     after = _evaluate(revised) if evaluate else None
     gap = None
     if after is not None and retrained is not None:
-        gap = retrain_gap(summary_rows(after), summary_rows(retrained))
+        gap = retrain_gap(headline_rows(after), headline_rows(retrained))
     optimizer_record = {"name": type(optimizer).__name__, **{
         k: v for k, v in optimizer.defaults.items() if isinstance(v, (int, float, bool, str))
     }}

@@ -37,3 +37,28 @@ class TestFrontDoor(BundleCase):
     def test_bad_set(self):
         with self.assertRaises(SystemExit):
             main(["unlearn", "--bundle", self.zoo, "--forget", "label=1", "--output", self.out("y"), "--set", "oops"])
+
+
+class TestComposeCommand(BundleCase):
+    def test_compose_two_unlearned_bundles(self):
+        import torch
+
+        runs = []
+        for name, eps in (("keep", 0.05), ("forget", 0.4)):
+            out = self.out(f"compose_{name}")
+            main(["unlearn", "--bundle", self.zoo, "--forget", "label=0", "--output", out, "--eps", str(eps),
+                  "--epochs", "2", "--lr", "0.01", "--quiet"])
+            runs.append(out)
+        composed = self.out("composed")
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(["compose", "--features", runs[0], "--head", runs[1], "--output", composed])
+        weights = {r: torch.load(os.path.join(r, "models", "model.pt"), weights_only=True) for r in (*runs, composed)}
+        for name, value in weights[composed].items():
+            source = runs[1] if name.startswith("final.") else runs[0]
+            self.assertTrue(torch.equal(value, weights[source][name]), name)
+        record = json.load(open(os.path.join(composed, "unlearning", "composition.json")))
+        self.assertEqual(record["head_prefixes"], ["final."])
+        meta = json.load(open(os.path.join(composed, "configs", "metadata.json")))
+        self.assertIn("composed", meta["changelog"][meta["version"]])
+        ts = torch.jit.load(os.path.join(composed, "models", "model.ts"))
+        self.assertEqual(tuple(ts(torch.rand(2, 1, 16, 16)).shape), (2, 3))

@@ -65,3 +65,21 @@ __all__ = [
     "sources_available",
     "split_train_test",
 ]
+
+from .tissue_slices import (  # noqa: E402
+    TISSUE_CLASSES,
+    TISSUE_DEVICES,
+    build_tissue_slice_datalist,
+    load_mni152_tissue,
+    split_tissue_cases,
+    tissue_map,
+)
+
+__all__ += [
+    "TISSUE_CLASSES",
+    "TISSUE_DEVICES",
+    "build_tissue_slice_datalist",
+    "load_mni152_tissue",
+    "split_tissue_cases",
+    "tissue_map",
+]
