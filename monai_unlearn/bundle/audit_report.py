@@ -1,0 +1,144 @@
+"""A human-readable audit report (Markdown with the PNG plots) that a clinical reviewer can sign off."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping
+from typing import Any
+
+from monai_unlearn.io import atomic_write_bytes
+
+__all__ = ["software_versions", "render_audit_markdown", "write_audit_markdown"]
+
+_SHOWN_HASHES = 20
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that produced the model."""
+    import monai
+    import numpy
+    import torch
+
+    import monai_unlearn
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
+                "numpy": numpy.__version__, "monai_unlearn": monai_unlearn.__version__}
+    try:
+        import ignite
+
+        versions["pytorch-ignite"] = ignite.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _metrics_rows(record: Mapping[str, Any]) -> list[list[Any]]:
+    rows = []
+    for name in ("before", "after", "retrained"):
+        evaluation = record.get(name)
+        if not evaluation:
+            continue
+        cells = [name]
+        for split in ("forget", "remain", "test"):
+            report = evaluation.get(split)
+            cells.append(None if not report else report.get("accuracy", report.get("dice")))
+        mia = evaluation.get("mia")
+        cells += [None if not mia else mia["mean"], None if not mia else mia["std"]]
+        rows.append(cells)
+    return rows
+
+
+def render_audit_markdown(
+    record: Mapping[str, Any], audit: Mapping[str, Any], meta: Mapping[str, Any], versions: Mapping[str, str],
+    verify_command: str,
+) -> str:
+    """The audit report as Markdown.
+
+    Args:
+        record: the unlearning record (``unlearning/report.json``).
+        audit: the audit record (``unlearning/audit.json``).
+        meta: the new bundle's metadata.
+        versions: software versions (``software_versions()``).
+        verify_command: the command that recomputes the evidence from the two bundles.
+
+    Returns:
+        the Markdown text.
+    """
+    name = meta.get("name", "bundle")
+    lines = [f"# Unlearning report: {name} {meta.get('version', '')}", ""]
+    lines += [
+        f"- **Created (UTC):** {audit.get('created_utc', '-')}",
+        f"- **Reason:** {audit.get('reason') or '(none given)'}",
+        f"- **Forget selector:** `{audit.get('selector')}`",
+        f"- **Items forgotten:** {audit.get('num_forgotten')} of {audit.get('num_forgotten', 0) + record.get('num_remain', 0)}"
+        " training items",
+        f"- **Source bundle:** `{record.get('source_bundle', '-')}` (not modified)",
+        f"- **Method:** {record.get('method')} ({record.get('epochs')} passes, {record.get('iterations')} iterations,"
+        f" {record.get('time_s', 0.0):.1f} s of unlearning)",
+        "",
+        "## What was forgotten",
+        "",
+    ]
+    for key, counts in (audit.get("counts") or {}).items():
+        lines += _table([key, "items"], [[k, v] for k, v in sorted(counts.items())]) + [""]
+    items = audit.get("items") or []
+    lines += [f"SHA-256 of each forgotten item's identifier (path) and file content; the first {min(len(items), _SHOWN_HASHES)}"
+              f" of {len(items)} are shown, all are in `audit.json`.", ""]
+    lines += _table(["id sha256", "content sha256"],
+                    [[f"`{i['id_sha256'][:16]}…`", f"`{str(i.get('content_sha256'))[:16]}…`"] for i in items[:_SHOWN_HASHES]])
+    lines += ["", "## Method and parameters", ""]
+    lines += _table(["parameter", "value"], [[k, v] for k, v in (record.get("config") or {}).items()])
+    lines += ["", f"Optimizer: {record.get('optimizer')}", "", "## Evidence", ""]
+    lines += _table(["model", "forget", "remain", "test", "MIA mean", "MIA std"], _metrics_rows(record))
+    gap = record.get("retrain_gap")
+    if gap:
+        lines += ["", "Gap to the retrained model (absolute differences; lower is closer to retraining):", ""]
+        lines += _table(["metric", "gap"], [[k, v] for k, v in gap.items()])
+    else:
+        lines += ["", "No retrained model was given, so the gap to retraining is not known."]
+    lines += [
+        "",
+        "Forget, remain and test are accuracies on the forgotten training items, the kept training items and held-out"
+        " data. MIA is the cross-validated accuracy of a logistic-regression membership-inference attack on"
+        " per-sample losses, forget vs held-out (0.5: the attacker cannot tell forgotten data from unseen data);"
+        " compare it with the retrained model's, not with 0.5 alone.",
+        "",
+        "![metrics over passes](curves.png)",
+        "",
+        "![per-class accuracy before and after](per_class_accuracy.png)",
+        "",
+        "## Software",
+        "",
+    ]
+    lines += _table(["package", "version"], [[k, v] for k, v in versions.items()])
+    lines += ["", "## Verification", "", "Recompute the forget set and the metrics from the two bundles:", "",
+              f"```bash\n{verify_command}\n```", "",
+              "## Sign-off", "", "| role | name | date | decision |", "|---|---|---|---|",
+              "| clinical reviewer |  |  |  |", "| ML engineer |  |  |  |", ""]
+    return "\n".join(lines)
+
+
+def write_audit_markdown(
+    report_dir: str, record: Mapping[str, Any], audit: Mapping[str, Any], meta: Mapping[str, Any],
+    verify_command: str, filename: str = "report.md",
+) -> str:
+    """Render the audit report and write it atomically to ``report_dir/filename``; returns the path."""
+    path = os.path.join(report_dir, filename)
+    text = render_audit_markdown(record, audit, meta, software_versions(), verify_command)
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+import tempfile
+import unittest
+
+from monai_unlearn.bundle.audit import build_audit
+from monai_unlearn.bundle.audit_report import render_audit_markdown, software_versions, write_audit_markdown
+
+RECORD = {
+    "method": "PSG", "epochs": 3, "iterations": 12, "time_s": 1.5, "num_remain": 40,
+    "source_bundle": "/models/original", "config": {"eps": 0.2, "phi": 4.0}, "optimizer": {"name": "SGD", "lr": 0.001},
+    "before": {"forget": {"accuracy": 1.0}, "remain": {"accuracy": 0.98}, "test": {"accuracy": 0.97},
+               "mia": {"mean": 0.41, "std": 0.05}},
+    "after": {"forget": {"accuracy": 0.0}, "remain": {"accuracy": 0.97}, "test": None, "mia": None},
+    "retrain_gap": {"forget_acc": 0.0, "remain_acc": 0.01, "average_gap": 0.005},
+}
+
+
+class TestAuditReport(unittest.TestCase):
+    def test_render(self):
+        items = [{"image": f"/data/case{i}.nii.gz", "label": 1, "device": "scanner_b"} for i in range(25)]
+        audit = build_audit(items, "device=scanner_b", {"method": "PSG"}, None, reason="scanner retired")
+        text = render_audit_markdown(RECORD, audit, {"name": "chest classifier", "version": "1.0.1"},
+                                     software_versions(), "python -m monai_unlearn verify --unlearned OUT")
+        self.assertIn("# Unlearning report: chest classifier 1.0.1", text)
+        self.assertIn("**Reason:** scanner retired", text)
+        self.assertIn("| scanner_b | 25 |", text)
+        self.assertIn("the first 20 of 25 are shown", text)
+        self.assertEqual(text.count("…` | `"), 20)
+        self.assertIn("| before | 1.000 | 0.980 | 0.970 | 0.410 | 0.050 |", text)
+        self.assertIn("| after | 0.000 | 0.970 | - | - | - |", text)
+        self.assertIn("| average_gap | 0.005 |", text)
+        self.assertIn("python -m monai_unlearn verify --unlearned OUT", text)
+        self.assertIn("| torch |", text)
+        self.assertIn("![per-class accuracy before and after](per_class_accuracy.png)", text)
+        self.assertIn("Items forgotten:** 25 of 65", text)
+
+    def test_write_is_atomic_and_complete(self):
+        audit = build_audit([{"image": "a.nii.gz", "label": 0}], "label=0", {}, None)
+        with tempfile.TemporaryDirectory() as folder:
+            path = write_audit_markdown(folder, RECORD, audit, {"name": "x"}, "verify")
+            self.assertEqual(os.listdir(folder), ["report.md"])
+            self.assertIn("## Sign-off", open(path).read())
+
+
+if __name__ == "__main__":
+    unittest.main()
