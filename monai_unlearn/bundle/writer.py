@@ -123,8 +123,9 @@ def write_new_bundle(
         torch.save(dict(state_dict), os.path.join(tmp_root, "models", "model.pt"))
         if write_extras is not None:
             write_extras(tmp_root, meta)
-        if os.path.exists(output_dir):
+        if overwrite and os.path.exists(output_dir):
             shutil.rmtree(output_dir)
+        # without overwrite, a folder another run created meanwhile makes this move fail rather than be replaced
         os.replace(tmp_root, output_dir)
     except BaseException:
         shutil.rmtree(tmp_root, ignore_errors=True)
