@@ -167,6 +167,14 @@ class TestBundleBadInput(BundleCase):
             unlearn_from_parser(self.parser(self.zoo, forget="label=1", output_dir=out))
         self.assertEqual(os.listdir(out), [])
 
+    def test_flags_given_as_text(self):
+        out = self.out("text_flags")
+        os.makedirs(out)
+        with self.assertRaisesRegex(FileExistsError, "already exists"):
+            unlearn_from_parser(self.parser(self.zoo, forget="label=1", output_dir=out, unlearn_overwrite="false"))
+        with self.assertRaisesRegex(ValueError, "unlearn_overwrite must be true or false"):
+            unlearn_from_parser(self.parser(self.zoo, forget="label=1", output_dir=out, unlearn_overwrite="maybe"))
+
     def test_output_inside_wrapped_bundle(self):
         with self.assertRaisesRegex(ValueError, "inside the wrapped bundle"):
             unlearn_from_parser(self.parser(self.zoo, forget="label=1", output_dir=os.path.join(self.zoo, "new"),

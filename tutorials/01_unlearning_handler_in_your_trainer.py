@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import os
 import sys
@@ -147,7 +146,6 @@ def train_classifier(train: list[dict], epochs: int, workdir: str) -> torch.nn.M
     print(f"trained {epochs} epochs in {time.perf_counter() - start:.1f} s; "
           f"last-epoch training accuracy {trainer.state.metrics['train_accuracy']:.3f}")
     torch.save(network.state_dict(), os.path.join(workdir, "model.pt"))
-    set_determinism(seed=None)
     return network
 
 
@@ -198,6 +196,7 @@ def unlearn_device(
     report_dir: str,
 ) -> tuple[torch.nn.Module, UnlearningReportHandler, ForgetTargetStopper]:
     """Unlearn ``forget`` from a copy of ``network``; returns the revised copy, the report and the stopper."""
+    set_determinism(seed=0)  # seeds the loaders' shuffling: the same run gives the same model
     model = copy.deepcopy(network)  # keep the original for comparison; unlearning revises `model` in place
     forget_loader = make_loader(forget, shuffle=True)
     remain_loader = make_loader(remain, shuffle=True)
@@ -238,7 +237,8 @@ def unlearn_device(
 # per set and per class, and `mia`, the accuracy of a loss-based membership-inference attack telling forget
 # slices from test slices (0.5 means chance). The forgotten scanner was the only head-CT source, so after
 # unlearning the model no longer recognises head CT: forget accuracy falls to about 0, remain accuracy stays,
-# and test accuracy drops by exactly the share of head-CT test slices, as it would for a retrained model.
+# and test accuracy drops by about the share of head-CT test slices (18 of 63), as it would for a model
+# retrained without the scanner. The numbers vary a little with the number of training epochs.
 
 
 # %%
@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n== 4. forget set")
     forget, remain = choose_forget_set(train)
     print("\n== 5. unlearning")
-    model, report, _ = unlearn_device(network, forget, remain, test, unlearn_epochs, os.path.join(workdir, "unlearning"))
+    report_dir = os.path.join(workdir, "unlearning")
+    model, report, _ = unlearn_device(network, forget, remain, test, unlearn_epochs, report_dir)
     torch.save(model.state_dict(), os.path.join(workdir, "model_unlearned.pt"))
     print("\n== 6. results")
     record = show_results(report)

@@ -20,11 +20,11 @@ from monai_unlearn.bundle.writer import export_torchscript, write_new_bundle
 from monai_unlearn.io import atomic_write_json
 from monai_unlearn.core.config import PSGConfig
 from monai_unlearn.core.selection import parse_forget_selector, select_forget
-from monai_unlearn.metrics.evaluation import summary_rows
 from monai_unlearn.metrics.plots import LOSS_SERIES, curves_figure, has_matplotlib, per_class_figure, write_png
-from monai_unlearn.runner import format_table, unlearn
+from monai_unlearn.metrics.segmentation import evaluate_segmentation
+from monai_unlearn.runner import format_table, headline_rows, unlearn
 
-__all__ = ["DEFAULT_SETTINGS", "unlearn_from_parser", "unlearn_running_bundle", "UnlearnWorkflow", "calling_config_parser"]
+__all__ = ["DEFAULT_SETTINGS", "is_segmentation_datalist", "select_segmentation_forget", "unlearn_from_parser", "unlearn_running_bundle", "UnlearnWorkflow", "calling_config_parser"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,10 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "unlearn_stop_at_forget_accuracy": None,
     "unlearn_progress": True,
     "unlearn_class_names": None,
+    # segmentation bundles (datalist labels are label-map paths)
+    "unlearn_roi_size": None,  # sliding-window ROI of the Dice evaluation; default: the bundle's SlidingWindowInferer
+    "unlearn_patch_size": None,  # random crops of this size for the unlearning steps (patch-based); None: whole images
+    "unlearn_include_background": False,  # count class 0 in the headline Dice
 }
 REPORT_DIR = "unlearning"
 
@@ -56,7 +60,19 @@ def _setting(parser: ConfigParser, key: str) -> Any:
     value = parser.get_parsed_content(key)
     if isinstance(DEFAULT_SETTINGS[key], Mapping) and isinstance(value, Mapping):
         return {**DEFAULT_SETTINGS[key], **value}
+    if isinstance(DEFAULT_SETTINGS[key], bool) and isinstance(value, str):
+        return _as_bool(key, value)
     return DEFAULT_SETTINGS[key] if value is None else value
+
+
+def _as_bool(key: str, text: str) -> bool:
+    """Command lines pass ``--unlearn_overwrite false`` as a string: read it as a flag, never as ``bool(text)``."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError(f"{key} must be true or false, got {text!r}.")
 
 
 def _selector_text(forget: Any) -> str:
@@ -110,8 +126,17 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
     if not isinstance(datalist, (list, tuple)) or not all(isinstance(d, Mapping) for d in datalist):
         raise ValueError(f"the training datalist at config id {layout.datalist!r} is not a list of dicts.")
     num_classes = parser.get("num_classes") if isinstance(parser.get("num_classes"), int) else None
-    forget_items, remain_items = select_forget(list(datalist), **parse_forget_selector(selector), num_classes=num_classes)
-    logger.info("forgetting %d of %d training items (selector %r)", len(forget_items), len(datalist), selector)
+    segmentation = is_segmentation_datalist(datalist)
+    forget_classes: list[int] | None = None
+    remain_ignore = True
+    if segmentation:
+        forget_items, remain_items, forget_classes, remain_ignore = select_segmentation_forget(
+            list(datalist), selector, num_classes)
+    else:
+        forget_items, remain_items = select_forget(list(datalist), **parse_forget_selector(selector), num_classes=num_classes)
+    logger.info("forgetting %s of %d training items (selector %r)",
+                f"class(es) {forget_classes} in {len(forget_items)}" if forget_classes else len(forget_items),
+                len(datalist), selector)
 
     network = parser.get_parsed_content(layout.network, lazy=False)
     ckpt = _setting(parser, "unlearn_ckpt") or os.path.join(bundle_root, "models", "model.pt")
@@ -126,8 +151,17 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
     batch_size = int(_setting(parser, "unlearn_batch_size"))
     workers = int(_setting(parser, "unlearn_num_workers"))
 
-    def loader(items: list, shuffle: bool) -> DataLoader:
-        return DataLoader(Dataset(items, transform), batch_size=batch_size, shuffle=shuffle, num_workers=workers)
+    patch_size = _setting(parser, "unlearn_patch_size") if segmentation else None
+    step_transform = transform
+    if patch_size:
+        from monai.transforms import Compose, RandSpatialCropd
+
+        step_transform = Compose([transform, RandSpatialCropd(keys=["image", "label"], roi_size=patch_size,
+                                                              random_size=False)])
+
+    def loader(items: list, shuffle: bool, steps: bool = False) -> DataLoader:
+        dataset = Dataset(items, step_transform if steps else transform)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers)
 
     test_loader = None
     if layout.val_datalist:
@@ -136,28 +170,52 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
 
     params = dict(_setting(parser, "unlearn_params"))
     config = PSGConfig(**params)
+    evaluate_fn = None
+    segmentation_kwargs: dict[str, Any] = {}
+    if segmentation:
+        roi_size = _setting(parser, "unlearn_roi_size") or _sliding_window_roi(parser, layout.inferer)
+        # whole images for evaluation; in class mode the forget and remain items are the same cases
+        eval_forget = loader(forget_items, False)
+        eval_remain = None if remain_items is forget_items else loader(remain_items, False)
+        include_background = bool(_setting(parser, "unlearn_include_background"))
+
+        def evaluate_fn(net: torch.nn.Module) -> dict[str, Any]:
+            return evaluate_segmentation(net, eval_forget, eval_remain, test_loader, num_classes, device,
+                                         forget_classes=forget_classes, include_background=include_background,
+                                         roi_size=roi_size)
+
+        segmentation_kwargs = dict(task="segmentation", forget_classes=forget_classes,
+                                   remain_ignore_forget_classes=remain_ignore, evaluate_fn=evaluate_fn,
+                                   roi_size=roi_size)
     revised, result = unlearn(
-        network, loader(forget_items, True), loader(remain_items, True), config=config,
+        network, loader(forget_items, True, steps=True), loader(remain_items, True, steps=True), config=config,
         epochs=int(_setting(parser, "unlearn_epochs")), lr=float(_setting(parser, "unlearn_lr")),
         momentum=float(_setting(parser, "unlearn_momentum")), device=device, num_classes=num_classes,
         test_loader=test_loader, retrained_model=retrained,
         stop_at_forget_accuracy=_setting(parser, "unlearn_stop_at_forget_accuracy"),
-        progress=bool(_setting(parser, "unlearn_progress")),
+        progress=bool(_setting(parser, "unlearn_progress")), **segmentation_kwargs,
     )
     record = result.to_dict()
     record.update(
         selector=selector, num_forgotten=len(forget_items), num_remain=len(remain_items),
         source_bundle=bundle_root, layout=layout.to_dict(), monai_unlearn_version=monai_unlearn.__version__,
+        task="segmentation" if segmentation else "classification", forget_classes=forget_classes,
     )
-    headline = {name: summary_rows(record[name]) for name in ("before", "after", "retrained") if record.get(name)}
-    audit = build_audit(
-        forget_items, selector, {"method": result.method, "config": result.config, "optimizer": result.optimizer,
-                                 "epochs": result.epochs, "time_s": result.time_s},
-        headline, reason=str(_setting(parser, "unlearn_reason")),
-    )
+    headline = {name: headline_rows(record[name]) for name in ("before", "after", "retrained") if record.get(name)}
+    audit_params = {"method": result.method, "config": result.config, "optimizer": result.optimizer,
+                    "epochs": result.epochs, "time_s": result.time_s}
+    audit_kwargs: dict[str, Any] = {}
+    if segmentation:
+        audit_params.update(task="segmentation", forget_classes=forget_classes)
+        # labels are label-map paths: never list them in clear; count the forgotten items by case and device
+        audit_kwargs = dict(label_key="forget_class", group_keys=("device", "site", "manufacturer", "case"))
+    audit = build_audit(forget_items, selector, audit_params, headline, reason=str(_setting(parser, "unlearn_reason")),
+                        **audit_kwargs)
+    what = (f"label class(es) {forget_classes} forgotten voxel by voxel in {len(forget_items)} training items"
+            if forget_classes else f"{len(forget_items)} training items forgotten")
     changelog = (
-        f"unlearned with {result.method} (monai_unlearn {monai_unlearn.__version__}): {len(forget_items)} training "
-        f"items forgotten (selector {selector!r}); eps={config.eps} ({config.eps_mode}), steps={config.num_steps}, "
+        f"unlearned with {result.method} (monai_unlearn {monai_unlearn.__version__}): {what} "
+        f"(selector {selector!r}); eps={config.eps} ({config.eps_mode}), steps={config.num_steps}, "
         f"gamma={config.gamma}, lambda={config.lam}, phi={config.phi}, epochs={result.epochs}"
     )
     example = next(iter(loader(forget_items[:1], False)))["image"]
@@ -174,8 +232,12 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
             write_png(curves_figure(result.history, "epoch", LOSS_SERIES, title="unlearning passes", unit_range=False),
                       os.path.join(report_dir, "curves.png"))
         if has_matplotlib and result.before and result.after:
-            write_png(per_class_figure(result.before, result.after, class_names),
-                      os.path.join(report_dir, "per_class_accuracy.png"))
+            if segmentation:
+                write_png(per_class_figure(result.before, result.after, class_names, metric="Dice"),
+                          os.path.join(report_dir, "per_class_dice.png"))
+            else:
+                write_png(per_class_figure(result.before, result.after, class_names),
+                          os.path.join(report_dir, "per_class_accuracy.png"))
 
     write_new_bundle(bundle_root, output_dir, revised.state_dict(), changelog, write_extras,
                      overwrite=bool(_setting(parser, "unlearn_overwrite")))
@@ -183,6 +245,66 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
     logger.info("unlearned bundle written to %s\n%s", output_dir, table)
     return {"output_dir": os.path.abspath(output_dir), "num_forgotten": len(forget_items),
             "num_remain": len(remain_items), "table": table, "record": record}
+
+
+def is_segmentation_datalist(datalist: Any) -> bool:
+    """Whether a training datalist is a segmentation one: its labels are label-map file paths, not class indices."""
+    for item in datalist:
+        label = item.get("label") if isinstance(item, Mapping) else None
+        if label is None:
+            continue
+        if isinstance(label, (list, tuple)) and label:
+            label = label[0]
+        return isinstance(label, (str, os.PathLike))
+    return False
+
+
+def select_segmentation_forget(
+    datalist: list, selector: str, num_classes: int | None = None
+) -> tuple[list, list, list[int] | None, bool]:
+    """Forget and remain items of a segmentation datalist, and the label classes to forget voxel by voxel.
+
+    ``label=k`` (or ``label=1|3``) forgets label class ``k``: its voxels take the boundary-search labels and every
+    other voxel keeps its own. Alone, it applies to every training case (forget and remain items are then the
+    same list, and the remain term ignores class ``k``'s voxels); with other criteria (``label=3,device=a``) only
+    the selected cases forget it and the others keep it. Any other selector (``case=...``, ``device=...``, an
+    ids file) forgets whole cases.
+
+    Returns:
+        ``(forget_items, remain_items, forget_classes or None, remain term ignores the forgotten classes)``.
+
+    Raises:
+        ForgetSelectionError: for a bad selection; ``ValueError`` for a class outside ``num_classes``.
+    """
+    kwargs = parse_forget_selector(selector)
+    if "label" not in kwargs:
+        for unsupported in ("label_key",):
+            kwargs.pop(unsupported, None)
+        forget, remain = select_forget(datalist, **kwargs)
+        return list(forget), list(remain), None, True
+    label = kwargs.pop("label")
+    kwargs.pop("num_classes", None)
+    classes = sorted({int(c) for c in (label if isinstance(label, (list, tuple, set)) else [label])})
+    if num_classes is not None:
+        bad = [c for c in classes if not 0 <= c < num_classes]
+        if bad:
+            raise ValueError(f"cannot forget class(es) {bad}: the bundle's network outputs {num_classes} classes "
+                             f"(0..{num_classes - 1}).")
+    if not kwargs:
+        return datalist, datalist, classes, True
+    forget, remain = select_forget(datalist, **kwargs)
+    return list(forget), list(remain), classes, False
+
+
+def _sliding_window_roi(parser: ConfigParser, inferer_id: str | None) -> Any:
+    """The ROI of the bundle's evaluation inferer when it is a ``SlidingWindowInferer`` (else ``None``)."""
+    if not inferer_id:
+        return None
+    config = parser.get(inferer_id)
+    if not isinstance(config, Mapping) or "SlidingWindowInferer" not in str(config.get("_target_", "")):
+        return None
+    roi = parser.get_parsed_content(f"{inferer_id}#roi_size")
+    return list(roi) if isinstance(roi, (list, tuple)) else roi
 
 
 def calling_config_parser() -> ConfigParser:
