@@ -110,9 +110,10 @@ def format_table(rows: dict[str, dict[str, float | None]]) -> str:
         return ""
     columns = list(next(iter(rows.values())))
     width = max(len(name) for name in rows) + 2
-    lines = ["".ljust(width) + "".join(c.rjust(11) for c in columns)]
+    cell = {c: max(11, len(c) + 2) for c in columns}
+    lines = ["".ljust(width) + "".join(c.rjust(cell[c]) for c in columns)]
     for name, values in rows.items():
-        cells = "".join(("-" if values.get(c) is None else f"{values[c]:.3f}").rjust(11) for c in columns)
+        cells = "".join(("-" if values.get(c) is None else f"{values[c]:.3f}").rjust(cell[c]) for c in columns)
         lines.append(name.ljust(width) + cells)
     return "\n".join(lines)
 
@@ -301,6 +302,9 @@ def unlearn(
 
     classes_tensor = None if forget_classes is None else torch.as_tensor(forget_classes, device=device)
 
+    if task == "segmentation":  # fail early, before any evaluation, on label maps or classes that do not fit
+        first_image, first_label = prepare_batch(next(iter(forget_loader)), device, False)
+        validate_first_batch(reference, first_image, first_label, "forget", forget_classes)
     before = _evaluate(reference) if evaluate else None
     retrained = _evaluate(retrained_model.to(device)) if (evaluate and retrained_model is not None) else None
 

@@ -18,6 +18,8 @@ KEY_CANDIDATES: dict[str, tuple[str, ...]] = {
     "preprocessing": ("validate#preprocessing", "val_preprocessing", "train#preprocessing", "preprocessing"),
     "val_datalist": ("validate#dataset#data", "val_dataset#data", "validate#datalist", "val_datalist"),
     "device": ("device",),
+    # segmentation bundles: a sliding-window inferer here sets the ROI of the Dice evaluation
+    "inferer": ("validate#inferer", "val_inferer", "inferer"),
 }
 REQUIRED = ("network", "datalist", "preprocessing")
 
@@ -35,6 +37,7 @@ class BundleLayout:
     preprocessing: str
     val_datalist: str | None = None
     device: str | None = None
+    inferer: str | None = None
 
     def to_dict(self) -> dict[str, str | None]:
         """The ids as a dictionary."""
@@ -42,7 +45,7 @@ class BundleLayout:
 
 
 def detect_layout(parser: ConfigParser, overrides: Mapping[str, str | None] | None = None) -> BundleLayout:
-    """Find the config ids of the network, training datalist, preprocessing, validation datalist and device.
+    """Find the config ids of the network, training datalist, preprocessing, validation datalist, device and inferer.
 
     Args:
         parser: the merged configuration of the wrapped bundle (and the unlearn overlay).

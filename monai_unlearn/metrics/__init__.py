@@ -39,3 +39,6 @@ __all__ += [
     "segmentation_report",
     "segmentation_summary_rows",
 ]
+from .membership_variants import MIA_ATTACKS, evaluate_mia_variants, fit_threshold, membership_features, mia_efficacy, threshold_attack
+
+__all__ += ["MIA_ATTACKS", "membership_features", "fit_threshold", "threshold_attack", "mia_efficacy", "evaluate_mia_variants"]

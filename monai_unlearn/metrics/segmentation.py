@@ -33,19 +33,25 @@ __all__ = [
 ]
 
 
-def dice_counts(logits: torch.Tensor, label_index: torch.Tensor, num_classes: int) -> torch.Tensor:
+def dice_counts(
+    logits: torch.Tensor, label_index: torch.Tensor, num_classes: int, valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-case, per-class ``(intersection, predicted, true)`` voxel counts of the argmax prediction.
 
     Args:
         logits: ``(B, C, *S)`` network output.
         label_index: ``(B, *S)`` class indices.
         num_classes: ``C``.
+        valid: optional boolean ``(B, *S)``: count only these voxels.
 
     Returns:
         a float tensor ``(B, C, 3)``.
     """
     pred = F.one_hot(logits.argmax(dim=1), num_classes).flatten(1, -2).float()  # (B, N, C)
     true = F.one_hot(label_index.clamp(0, num_classes - 1), num_classes).flatten(1, -2).float()
+    if valid is not None:
+        weight = valid.flatten(1).unsqueeze(-1).float()
+        pred, true = pred * weight, true * weight
     return torch.stack([(pred * true).sum(1), pred.sum(1), true.sum(1)], dim=-1)
 
 
@@ -98,6 +104,7 @@ def collect_segmentation_stats(
     Returns:
         ``counts`` ``(N, C, 3)``, ``loss`` ``(N,)`` (mean cross-entropy per case), ``class_loss`` ``(N,)``
         (mean over the case's ``forget_classes`` voxels, NaN where it has none; only with ``forget_classes``),
+        ``kept_counts`` ``(N, C, 3)`` (counts over the voxels not of a forgotten class; only with ``forget_classes``),
         ``surface`` ``(N, C)`` (only with ``surface_distance``).
 
     Raises:
@@ -109,7 +116,7 @@ def collect_segmentation_stats(
         from monai.inferers import SlidingWindowInferer
 
         inferer = SlidingWindowInferer(roi_size=roi_size, sw_batch_size=sw_batch_size, overlap=overlap)
-    parts: dict[str, list[torch.Tensor]] = {"counts": [], "loss": [], "class_loss": [], "surface": []}
+    parts: dict[str, list[torch.Tensor]] = {"counts": [], "loss": [], "class_loss": [], "kept_counts": [], "surface": []}
     was_training = model.training
     model.eval()
     try:
@@ -136,9 +143,11 @@ def collect_segmentation_stats(
                 voxel_loss = F.cross_entropy(logits, index, reduction="none").flatten(1)
                 parts["loss"].append(voxel_loss.mean(1).cpu())
                 if forget_classes:
-                    mask = torch.isin(index, torch.as_tensor(list(forget_classes), device=index.device)).flatten(1)
+                    forgotten = torch.isin(index, torch.as_tensor(list(forget_classes), device=index.device))
+                    mask = forgotten.flatten(1)
                     masked = (voxel_loss * mask).sum(1) / mask.sum(1)
                     parts["class_loss"].append(masked.cpu())  # NaN where the case has no such voxel
+                    parts["kept_counts"].append(dice_counts(logits, index, classes, ~forgotten).cpu())
                 if surface_distance:
                     from monai.metrics import compute_average_surface_distance
 
@@ -162,8 +171,10 @@ def segmentation_report(
     Args:
         stats: the per-case statistics.
         include_background: count class 0 in ``dice`` (it is always in ``per_class`` when included).
-        forget_classes: the forgotten classes; adds ``forgotten_dice`` (their mean Dice) and ``kept_dice`` (the
-            other evaluated classes').
+        forget_classes: the forgotten classes; adds ``forgotten_dice`` (their mean Dice) and ``kept_dice``: the
+            other evaluated classes' mean Dice over the voxels that are *not* of a forgotten class (where the
+            forgotten class's voxels go is the forgetting itself, not a loss of retention), with its per-class
+            values in ``kept_per_class``.
 
     Returns:
         ``dice`` (mean of the per-class Dice over the evaluated classes present), ``per_class`` (class ->
@@ -186,9 +197,13 @@ def segmentation_report(
     }
     if forget_classes:
         forgotten = [per_class.get(c) for c in forget_classes if per_class.get(c) is not None]
-        kept = [v for c, v in per_class.items() if c not in set(forget_classes) and v is not None]
+        kept_counts = stats.get("kept_counts", counts)
+        kept_dice = dice_from_counts(kept_counts)
+        kept_per_class = {c: _nanmean(kept_dice[:, c]) for c in range(first, num_classes) if c not in set(forget_classes)}
+        kept = [v for v in kept_per_class.values() if v is not None]
         report["forgotten_dice"] = float(sum(forgotten) / len(forgotten)) if forgotten else None
         report["kept_dice"] = float(sum(kept) / len(kept)) if kept else None
+        report["kept_per_class"] = kept_per_class
     if "surface" in stats:
         surface = stats["surface"]
         report["surface_distance"] = {
@@ -277,7 +292,8 @@ def segmentation_summary_rows(evaluation: dict[str, Any]) -> dict[str, float | N
 
     Forgetting cases: ``forget_dice``, ``remain_dice``, ``test_dice``, ``mia``. Forgetting a label class:
     ``forget_dice`` is the forgotten classes' Dice on the forget cases, ``kept_dice`` the other classes' Dice on
-    the same cases, ``test_forgotten_dice``/``test_kept_dice`` the same on test cases, and ``mia``.
+    the same cases (over the voxels not of a forgotten class), ``test_forget``/``test_kept`` the same on test
+    cases, and ``mia``.
     """
     row: dict[str, float | None] = {}
 
@@ -288,8 +304,8 @@ def segmentation_summary_rows(evaluation: dict[str, Any]) -> dict[str, float | N
     if evaluation.get("forget_classes"):
         row["forget_dice"] = get("forget", "forgotten_dice")
         row["kept_dice"] = get("forget", "kept_dice")
-        row["test_forgotten_dice"] = get("test", "forgotten_dice")
-        row["test_kept_dice"] = get("test", "kept_dice")
+        row["test_forget"] = get("test", "forgotten_dice")
+        row["test_kept"] = get("test", "kept_dice")
     else:
         for name in ("forget", "remain", "test"):
             row[f"{name}_dice"] = get(name, "dice")
