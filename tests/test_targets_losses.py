@@ -74,6 +74,14 @@ class TestLosses(unittest.TestCase):
         self.assertAlmostEqual(distillation_loss(logits, logits).item(), 0.0, 6)
         self.assertGreater(distillation_loss(logits, -logits).item(), 0.0)
 
+    def test_remain_ce_ignores_unlabelled_voxels(self):
+        logits = torch.randn(2, 3, 4, 4)
+        labels = torch.randint(0, 3, (2, 4, 4))
+        labels[0] = -100
+        expected = F.cross_entropy(logits, labels)  # PyTorch's own mean over labelled voxels
+        self.assertAlmostEqual(remain_loss(logits, labels, "ce").item(), expected.item(), 5)
+        self.assertEqual(remain_loss(logits, torch.full_like(labels, -100), "ce").item(), 0.0)
+
     def test_remain_modes(self):
         logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
         self.assertAlmostEqual(remain_loss(logits, labels, "ce").item(), F.cross_entropy(logits, labels).item(), 6)

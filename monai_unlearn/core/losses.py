@@ -54,7 +54,10 @@ def remain_loss(
         ValueError: for an unknown mode or ``"distill"`` without reference logits.
     """
     if mode == "ce":
-        return F.cross_entropy(logits.float(), label_index)
+        # mean over the labelled elements; elements labelled -100 (cross-entropy's ignore_index) are left out,
+        # and a batch with none labelled gives 0 rather than NaN
+        total = F.cross_entropy(logits.float(), label_index, reduction="sum", ignore_index=-100)
+        return total / (label_index != -100).sum().clamp_min(1)
     if mode == "distill":
         if reference_logits is None:
             raise ValueError("the 'distill' remain loss needs the reference model's logits.")
