@@ -159,6 +159,8 @@ def validate_first_batch(
         ) from error
     if label.shape[0] != image.shape[0]:
         raise ValueError(f"{what} batch has {image.shape[0]} images but {label.shape[0]} labels.")
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError(f"the {what} images contain NaN or infinite values; fix or drop those images.")
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
     num_classes = logits.shape[1]
@@ -318,6 +320,7 @@ def unlearn(
         sums: dict[str, torch.Tensor] = {}
         count = 0
         start = time.perf_counter()
+        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         for batch in forget_loader:
             forget_image, forget_label = prepare_batch(batch, device, False)
             remain_image = remain_label = None
@@ -335,6 +338,9 @@ def unlearn(
                 if remain_label is not None and remain_ignore_forget_classes:
                     remain_label = label_index_for_image(remain_label, remain_image)
                     remain_label = remain_label.masked_fill(class_mask(remain_label, classes_tensor), IGNORE_INDEX)
+            nonfinite = nonfinite | ~torch.isfinite(forget_image).all()  # stays on the device: no sync here
+            if remain_image is not None:
+                nonfinite = nonfinite | ~torch.isfinite(remain_image).all()
             out = unlearner.step(forget_image, forget_label, remain_image, remain_label, forget_mask)
             for key in ("loss", "forget_loss", "remain_loss", "flip_rate"):
                 sums[key] = sums.get(key, 0.0) + out[key]
@@ -348,6 +354,11 @@ def unlearn(
         epochs_run = epoch + 1
         record = {"epoch": epochs_run, **{k: float(v) / count for k, v in sums.items()}}
         history.append(record)
+        if bool(nonfinite):
+            raise ValueError(
+                f"images with NaN or infinite values reached unlearning in pass {epochs_run}; fix or drop them. "
+                "Nothing was written."
+            )
         if not math.isfinite(record["loss"]):
             raise FloatingPointError(
                 f"unlearning diverged: the loss became {record['loss']} in pass {epochs_run}. Lower the learning "

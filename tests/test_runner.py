@@ -131,6 +131,19 @@ class TestUnlearnBadInput(DigitsCase):
         with self.assertRaisesRegex(ValueError, r"cannot process the forget images of shape \(4, 3, 8, 8\)"):
             unlearn(self.original, bad, config=PSGConfig(phi=0.0), evaluate=False, progress=False)
 
+    def test_nan_images(self):
+        images = self.images[:8].clone()
+        images[1, 0, 2, 2] = float("nan")
+        bad = DataLoader(TensorDataset(images, self.labels[:8]), 4)
+        with self.assertRaisesRegex(ValueError, "forget images contain NaN or infinite values"):
+            unlearn(self.original, bad, config=PSGConfig(phi=0.0), evaluate=False, progress=False)
+        # a non-finite image in a later batch is caught at the end of the pass, before anything is returned
+        images = self.images[:8].clone()
+        images[6, 0, 0, 0] = float("inf")
+        late = DataLoader(TensorDataset(images, self.labels[:8]), 4)
+        with self.assertRaisesRegex(ValueError, "NaN or infinite values reached unlearning in pass 1"):
+            unlearn(self.original, late, config=PSGConfig(phi=0.0), evaluate=False, progress=False)
+
     def test_phi_needs_remain(self):
         with self.assertRaisesRegex(ValueError, "remain_loader"):
             unlearn(self.original, self.forget_loader, config=PSGConfig(phi=1.0), progress=False)

@@ -22,7 +22,7 @@ def _as_1d(values: torch.Tensor | np.ndarray | Sequence[float], name: str) -> np
         values = values.detach().cpu().float().numpy()
     array = np.asarray(values, dtype=np.float64).reshape(-1)
     if not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values; the attack needs finite losses.")
+        raise ValueError(f"{name} contains NaN or infinite values (non-finite images or network outputs?); the attack needs finite losses.")
     return array
 
 
