@@ -175,6 +175,38 @@ class TestBundleBadInput(BundleCase):
         with self.assertRaisesRegex(ValueError, "unlearn_overwrite must be true or false"):
             unlearn_from_parser(self.parser(self.zoo, forget="label=1", output_dir=out, unlearn_overwrite="maybe"))
 
+    def _bundle_with_broken_item(self, name: str) -> tuple[str, str]:
+        broken = os.path.join(self.tmp, name)
+        shutil.copytree(self.zoo, broken)
+        datalist_path = os.path.join(broken, "datalist.json")
+        datalist = json.load(open(datalist_path))
+        victim = datalist["training"][3]["image"].replace(".npy", "_truncated.npy")
+        with open(datalist["training"][3]["image"], "rb") as f:
+            data = f.read()
+        with open(victim, "wb") as f:
+            f.write(data[: len(data) // 3])  # a truncated file
+        datalist["training"][3]["image"] = victim
+        json.dump(datalist, open(datalist_path, "w"))
+        return broken, victim
+
+    def test_unreadable_item_stops_by_default(self):
+        broken, victim = self._bundle_with_broken_item("broken_stop")
+        with self.assertRaisesRegex(ValueError, r"remain item .*_truncated.npy.* cannot be used.*unlearn_screen_inputs skip"):
+            unlearn_from_parser(self.parser(broken, forget="label=2", output_dir=self.out("x9")))
+        self.assertFalse(os.path.exists(self.out("x9")))
+
+    def test_unreadable_item_skipped_and_reported(self):
+        broken, victim = self._bundle_with_broken_item("broken_skip")
+        out = self.out("skipped")
+        summary = unlearn_from_parser(self.parser(broken, forget="label=2", output_dir=out, unlearn_epochs=1,
+                                                  unlearn_screen_inputs="skip"))
+        skipped = summary["record"]["skipped_items"]
+        self.assertEqual(len(skipped), 1)
+        self.assertEqual(skipped[0]["id_sha256"], sha256_text(victim))
+        self.assertEqual(skipped[0]["set"], "remain")
+        report = json.load(open(os.path.join(out, "unlearning", "report.json")))
+        self.assertEqual(report["skipped_items"][0]["id_sha256"], sha256_text(victim))
+
     def test_output_inside_wrapped_bundle(self):
         with self.assertRaisesRegex(ValueError, "inside the wrapped bundle"):
             unlearn_from_parser(self.parser(self.zoo, forget="label=1", output_dir=os.path.join(self.zoo, "new"),

@@ -15,6 +15,7 @@ from monai.data import DataLoader, Dataset
 import monai_unlearn
 from monai_unlearn.bundle.audit import build_audit
 from monai_unlearn.bundle.checkpoint import load_bundle_weights
+from monai_unlearn.bundle.inputs import screen_items
 from monai_unlearn.bundle.layout import detect_layout
 from monai_unlearn.bundle.writer import export_torchscript, write_new_bundle
 from monai_unlearn.io import atomic_write_json
@@ -47,6 +48,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "unlearn_progress": True,
     "unlearn_class_names": None,
     # segmentation bundles (datalist labels are label-map paths)
+    "unlearn_screen_inputs": "stop",  # unreadable / non-finite items: "stop" the run, "skip" and report them, or "off"
     "unlearn_roi_size": None,  # sliding-window ROI of the Dice evaluation; default: the bundle's SlidingWindowInferer
     "unlearn_patch_size": None,  # random crops of this size for the unlearning steps (patch-based); None: whole images
     "unlearn_include_background": False,  # count class 0 in the headline Dice
@@ -159,6 +161,13 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
         step_transform = Compose([transform, RandSpatialCropd(keys=["image", "label"], roi_size=patch_size,
                                                               random_size=False)])
 
+    policy = str(_setting(parser, "unlearn_screen_inputs"))
+    forget_items, skipped = screen_items(forget_items, transform, policy, "forget")
+    remain_items, skipped_remain = screen_items(remain_items, transform, policy, "remain")
+    skipped += skipped_remain
+    if not forget_items:
+        raise ValueError("every forget item was skipped as unreadable: there is nothing left to unlearn.")
+
     def loader(items: list, shuffle: bool, steps: bool = False) -> DataLoader:
         dataset = Dataset(items, step_transform if steps else transform)
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers)
@@ -166,7 +175,9 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
     test_loader = None
     if layout.val_datalist:
         val_items = parser.get_parsed_content(layout.val_datalist)
-        test_loader = loader(list(val_items), False) if val_items else None
+        val_items, skipped_val = screen_items(list(val_items or []), transform, policy, "validation")
+        skipped += skipped_val
+        test_loader = loader(val_items, False) if val_items else None
 
     params = dict(_setting(parser, "unlearn_params"))
     config = PSGConfig(**params)
@@ -200,6 +211,7 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
         selector=selector, num_forgotten=len(forget_items), num_remain=len(remain_items),
         source_bundle=bundle_root, layout=layout.to_dict(), monai_unlearn_version=monai_unlearn.__version__,
         task="segmentation" if segmentation else "classification", forget_classes=forget_classes,
+        skipped_items=skipped,
     )
     headline = {name: headline_rows(record[name]) for name in ("before", "after", "retrained") if record.get(name)}
     audit_params = {"method": result.method, "config": result.config, "optimizer": result.optimizer,
