@@ -22,7 +22,7 @@ class TestAuditReport(unittest.TestCase):
         items = [{"image": f"/data/case{i}.nii.gz", "label": 1, "device": "scanner_b"} for i in range(25)]
         audit = build_audit(items, "device=scanner_b", {"method": "PSG"}, None, reason="scanner retired")
         text = render_audit_markdown(RECORD, audit, {"name": "chest classifier", "version": "1.0.1"},
-                                     software_versions(), "python -m monai_unlearn verify --unlearned OUT")
+                                     software_versions(), "python -m monai_unlearn unlearn --bundle B")
         self.assertIn("# Unlearning report: chest classifier 1.0.1", text)
         self.assertIn("**Reason:** scanner retired", text)
         self.assertIn("| scanner_b | 25 |", text)
@@ -31,9 +31,9 @@ class TestAuditReport(unittest.TestCase):
         self.assertIn("| before | 1.000 | 0.980 | 0.970 | 0.410 | 0.050 |", text)
         self.assertIn("| after | 0.000 | 0.970 | - | - | - |", text)
         self.assertIn("| average_gap | 0.005 |", text)
-        self.assertIn("python -m monai_unlearn verify --unlearned OUT", text)
+        self.assertIn("python -m monai_unlearn unlearn --bundle B", text)
         self.assertIn("| torch |", text)
-        self.assertIn("![per-class accuracy before and after](per_class_accuracy.png)", text)
+        self.assertIn("![per-class scores before and after](per_class_accuracy.png)", text)
         self.assertIn("Items forgotten:** 25 of 65", text)
 
     def test_write_is_atomic_and_complete(self):

@@ -72,7 +72,7 @@ class TestBundleContract(BundleCase):
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         for part in ("configs/train.json", "configs/inference.json", "configs/metadata.json", "models/model.pt",
                      "models/model.ts", "unlearning/report.json", "unlearning/audit.json", "unlearning/curves.png",
-                     "unlearning/per_class_accuracy.png"):
+                     "unlearning/per_class_accuracy.png", "unlearning/report.md"):
             self.assertTrue(os.path.isfile(os.path.join(out, part)), part)
         self.assertEqual(tree_digest(self.zoo), self.zoo_digest)  # the wrapped bundle is untouched
 
@@ -80,6 +80,9 @@ class TestBundleContract(BundleCase):
         self.assertGreater(report["before"]["forget"]["accuracy"], 0.9)
         self.assertLess(report["after"]["forget"]["accuracy"], 0.2)
         self.assertGreater(report["after"]["remain"]["accuracy"], 0.9)
+        markdown = open(os.path.join(out, "unlearning", "report.md")).read()
+        self.assertIn("**Reason:** class 2 redefined", markdown)
+        self.assertIn("--forget 'label=2'", markdown)
         meta = json.load(open(os.path.join(out, "configs", "metadata.json")))
         self.assertEqual(meta["version"], "0.2.1")
         self.assertIn("PSG", meta["changelog"]["0.2.1"])

@@ -65,7 +65,7 @@ def _metrics_rows(record: Mapping[str, Any]) -> list[list[Any]]:
 
 def render_audit_markdown(
     record: Mapping[str, Any], audit: Mapping[str, Any], meta: Mapping[str, Any], versions: Mapping[str, str],
-    verify_command: str,
+    reproduce_command: str, per_class_png: str = "per_class_accuracy.png",
 ) -> str:
     """The audit report as Markdown.
 
@@ -74,7 +74,8 @@ def render_audit_markdown(
         audit: the audit record (``unlearning/audit.json``).
         meta: the new bundle's metadata.
         versions: software versions (``software_versions()``).
-        verify_command: the command that recomputes the evidence from the two bundles.
+        reproduce_command: the command that reruns this unlearning from the source bundle.
+        per_class_png: the per-class figure's file name.
 
     Returns:
         the Markdown text.
@@ -120,14 +121,15 @@ def render_audit_markdown(
         "",
         "![metrics over passes](curves.png)",
         "",
-        "![per-class accuracy before and after](per_class_accuracy.png)",
+        f"![per-class scores before and after]({per_class_png})",
         "",
         "## Software",
         "",
     ]
     lines += _table(["package", "version"], [[k, v] for k, v in versions.items()])
-    lines += ["", "## Verification", "", "Recompute the forget set and the metrics from the two bundles:", "",
-              f"```bash\n{verify_command}\n```", "",
+    lines += ["", "## Reproduce", "", "Rerun this unlearning from the unchanged source bundle (same selector, method and"
+              " parameters; add the same data overrides, e.g. `--set dataset_dir=...`, if the original run had them):",
+              "", f"```bash\n{reproduce_command}\n```", "",
               "## Sign-off", "", "| role | name | date | decision |", "|---|---|---|---|",
               "| clinical reviewer |  |  |  |", "| ML engineer |  |  |  |", ""]
     return "\n".join(lines)
@@ -135,10 +137,10 @@ def render_audit_markdown(
 
 def write_audit_markdown(
     report_dir: str, record: Mapping[str, Any], audit: Mapping[str, Any], meta: Mapping[str, Any],
-    verify_command: str, filename: str = "report.md",
+    reproduce_command: str, filename: str = "report.md", per_class_png: str = "per_class_accuracy.png",
 ) -> str:
     """Render the audit report and write it atomically to ``report_dir/filename``; returns the path."""
     path = os.path.join(report_dir, filename)
-    text = render_audit_markdown(record, audit, meta, software_versions(), verify_command)
+    text = render_audit_markdown(record, audit, meta, software_versions(), reproduce_command, per_class_png)
     atomic_write_bytes(path, text.encode("utf-8"))
     return path

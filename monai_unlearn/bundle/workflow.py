@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from monai.data import DataLoader, Dataset
 
 import monai_unlearn
 from monai_unlearn.bundle.audit import build_audit
+from monai_unlearn.bundle.audit_report import write_audit_markdown
 from monai_unlearn.bundle.checkpoint import load_bundle_weights
 from monai_unlearn.bundle.inputs import screen_items
 from monai_unlearn.bundle.layout import detect_layout
@@ -250,6 +252,10 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
             else:
                 write_png(per_class_figure(result.before, result.after, class_names),
                           os.path.join(report_dir, "per_class_accuracy.png"))
+        reproduce = (f"python -m monai_unlearn unlearn --bundle {bundle_root} --forget '{selector}' "
+                     f"--output <new folder> --epochs {result.epochs} --set 'unlearn_params={json.dumps(config.to_dict())}'")
+        write_audit_markdown(report_dir, record, audit, meta, reproduce,
+                             per_class_png="per_class_dice.png" if segmentation else "per_class_accuracy.png")
 
     write_new_bundle(bundle_root, output_dir, revised.state_dict(), changelog, write_extras,
                      overwrite=bool(_setting(parser, "unlearn_overwrite")))
