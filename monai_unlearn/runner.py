@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from monai_unlearn.checkpoint import load_checkpoint, loader_generator, save_checkpoint, state_dict_sha256
 from monai_unlearn.core.batch import default_prepare_batch, label_index_for_image
 from monai_unlearn.core.boundary_search import frozen_reference
 from monai_unlearn.core.config import PSGConfig
@@ -204,6 +205,9 @@ def unlearn(
     remain_ignore_forget_classes: bool = True,
     evaluate_fn: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
     roi_size: Sequence[int] | int | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
 ) -> tuple[torch.nn.Module, UnlearningResult]:
     """Unlearn the forget set from ``model`` with PSG and return the revised model and its record.
 
@@ -248,6 +252,13 @@ def unlearn(
             whole-image loaders, a sliding-window ROI, or a different metric); its record should be shaped like
             ``evaluate_unlearning``'s or ``evaluate_segmentation``'s.
         roi_size: segmentation only: evaluate with a sliding-window inferer of this ROI.
+
+        checkpoint_dir: folder for a checkpoint written every ``checkpoint_every`` passes (model, optimizer,
+            iteration, noise and shuffling generator states, history, a hash of the original model).
+        checkpoint_every: passes between checkpoints.
+        resume: continue from the checkpoint in ``checkpoint_dir`` (if there is one) to the same result as an
+            uninterrupted run. Each pass starts a fresh pass over the remain loader, so a pass boundary is a
+            complete resume point; random MONAI transforms keep their own generators, which are not restored.
 
     Returns:
         the revised model and an ``UnlearningResult``.
@@ -310,13 +321,38 @@ def unlearn(
     before = _evaluate(reference) if evaluate else None
     retrained = _evaluate(retrained_model.to(device)) if (evaluate and retrained_model is not None) else None
 
-    remain_iter = cycle(remain_loader) if config.phi > 0 else None
     history: list[dict[str, float]] = []
     checked = False
     elapsed = 0.0
     epochs_run = 0
-    bar = tqdm(total=total, desc="unlearning", unit="it", disable=not progress)
-    for epoch in range(epochs):
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}.")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume needs the checkpoint_dir of the interrupted run.")
+    original_sha = state_dict_sha256(reference) if checkpoint_dir is not None else None
+    generators = {"forget": loader_generator(forget_loader), "remain": loader_generator(remain_loader)}
+    saved = load_checkpoint(checkpoint_dir) if resume else None
+    if saved is not None:
+        if saved["reference_sha256"] != original_sha:
+            raise ValueError(f"the checkpoint in {checkpoint_dir} was made from another original model; "
+                             "start a new run or point checkpoint_dir elsewhere.")
+        if saved["config"] != config.to_dict():
+            raise ValueError(f"the checkpoint in {checkpoint_dir} used other PSG parameters: {saved['config']}.")
+        revised.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        unlearner.iteration = saved["iteration"]
+        unlearner.search.restore_generator_state(saved["search_generator"], device)
+        torch.set_rng_state(saved["torch_rng"])
+        for name, generator in generators.items():
+            if generator is not None and saved["loader_generators"].get(name) is not None:
+                generator.set_state(saved["loader_generators"][name])
+        history, elapsed, epochs_run = list(saved["history"]), float(saved["elapsed"]), int(saved["passes"])
+        checked = True
+        logger.info("resuming from pass %d of %d (%s)", epochs_run, epochs, checkpoint_dir)
+    bar = tqdm(total=total, initial=0 if total is None else min(total, epochs_run * (num_batches or 0)),
+               desc="unlearning", unit="it", disable=not progress)
+    for epoch in range(epochs_run, epochs):
+        remain_iter = iter(remain_loader) if config.phi > 0 else None  # a fresh remain pass with each forget pass
         sums: dict[str, torch.Tensor] = {}
         count = 0
         start = time.perf_counter()
@@ -325,7 +361,13 @@ def unlearn(
             forget_image, forget_label = prepare_batch(batch, device, False)
             remain_image = remain_label = None
             if remain_iter is not None:
-                remain_image, remain_label = prepare_batch(next(remain_iter), device, False)
+                remain_batch = next(remain_iter, None)
+                if remain_batch is None:  # the remain set is smaller than the forget set: start it again
+                    remain_iter = iter(remain_loader)
+                    remain_batch = next(remain_iter, None)
+                    if remain_batch is None:
+                        raise ValueError("the remain loader yielded no batches.")
+                remain_image, remain_label = prepare_batch(remain_batch, device, False)
             if not checked:
                 validate_first_batch(reference, forget_image, forget_label, "forget", forget_classes)
                 if remain_image is not None:
@@ -378,9 +420,20 @@ def unlearn(
             else:
                 forget_acc = evaluate_unlearning(revised, forget_loader, None, None, num_classes, device, prepare_batch, amp)
                 record["forget_accuracy"] = forget_acc["forget"]["accuracy"]
-            if record["forget_accuracy"] <= stop_at_forget_accuracy:
-                logger.info("forget accuracy %.3f reached the target after %d epochs", record["forget_accuracy"], epochs_run)
-                break
+            stop = record["forget_accuracy"] <= stop_at_forget_accuracy
+        else:
+            stop = False
+        if checkpoint_dir is not None and (epochs_run % checkpoint_every == 0 or epochs_run == epochs or stop):
+            save_checkpoint(checkpoint_dir, {
+                "passes": epochs_run, "model": revised.state_dict(), "optimizer": optimizer.state_dict(),
+                "iteration": unlearner.iteration, "search_generator": unlearner.search.generator_state(),
+                "torch_rng": torch.get_rng_state(), "history": history, "elapsed": elapsed,
+                "loader_generators": {k: (g.get_state() if g is not None else None) for k, g in generators.items()},
+                "reference_sha256": original_sha, "config": config.to_dict(),
+            })
+        if stop:
+            logger.info("forget accuracy %.3f reached the target after %d epochs", record["forget_accuracy"], epochs_run)
+            break
     bar.close()
 
     after = _evaluate(revised) if evaluate else None

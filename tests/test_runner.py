@@ -67,9 +67,10 @@ class DigitsCase(unittest.TestCase):
 class TestUnlearnDigits(DigitsCase):
     def test_forgets_one_class_and_keeps_the_rest(self):
         weights = copy.deepcopy(self.original.state_dict())
-        config = PSGConfig(eps=0.3, value_range=(0.0, 1.0), phi=2.0, seed=0)
+        config = PSGConfig(eps=0.3, value_range=(0.0, 1.0), phi=4.0, seed=0)
+        torch.manual_seed(0)  # the remain loader shuffles with the global generator
         revised, result = unlearn(
-            self.original, self.forget_loader, self.remain_loader, config=config, epochs=20, lr=0.002,
+            self.original, self.forget_loader, self.remain_loader, config=config, epochs=30, lr=0.001,
             test_loader=self.test_loader, retrained_model=self.retrained, num_classes=10, progress=False,
         )
         before, after, retrained = result.before, result.after, result.retrained
@@ -81,8 +82,8 @@ class TestUnlearnDigits(DigitsCase):
         self.assertLess(after["test"]["per_class"][FORGET_CLASS], 0.2)
         self.assertLess(result.retrain_gap["remain_acc"], 0.05)
         self.assertEqual(result.method, "PSG")
-        self.assertEqual(result.iterations, 20 * len(self.forget_loader))
-        self.assertEqual(len(result.history), 20)
+        self.assertEqual(result.iterations, 30 * len(self.forget_loader))
+        self.assertEqual(len(result.history), 30)
         self.assertGreater(result.time_s, 0.0)
         self.assertIsNotNone(after["mia"])
         # the original model is left untouched

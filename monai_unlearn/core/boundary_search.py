@@ -89,6 +89,12 @@ class PSGBoundarySearch:
         """The noise generator's state, for checkpoints (``None`` when unseeded or unused)."""
         return None if self._generator is None else self._generator.get_state()
 
+    def restore_generator_state(self, state: torch.Tensor | None, device: torch.device | str) -> None:
+        """Continue the noise sequence from a ``generator_state()`` taken earlier (``None``: nothing to restore)."""
+        generator = self._noise_generator(torch.device(device)) if state is not None else None
+        if generator is not None:
+            generator.set_state(state)
+
     def _autocast(self, device: torch.device):
         if self.amp and device.type == "cuda":
             return torch.autocast(device_type="cuda")
