@@ -46,6 +46,10 @@ def _unlearn(args: argparse.Namespace) -> None:
     for name in ("epochs", "lr", "batch_size"):
         if getattr(args, name) is not None:
             overrides[f"unlearn_{name}"] = getattr(args, name)
+    if args.checkpoint_every:
+        overrides["unlearn_checkpoint_every"] = args.checkpoint_every
+    if args.resume:
+        overrides["unlearn_resume"] = True
     if args.retrained:
         overrides["unlearn_retrained_ckpt"] = args.retrained
     params: dict[str, Any] = {}
@@ -89,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--set", action="append", default=[], metavar="ID=VALUE",
                      help="any config override, e.g. --set unlearn_params#gamma=0.5 (values parsed as JSON)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    run.add_argument("--checkpoint-every", dest="checkpoint_every", type=int,
+                     help="write <output>.checkpoint every N passes")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run from <output>.checkpoint")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     compose = commands.add_parser("compose", help="feature extractor of one unlearned bundle, head of another")
     compose.add_argument("--features", required=True, help="bundle supplying the feature extractor")

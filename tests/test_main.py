@@ -29,6 +29,32 @@ class TestFrontDoor(BundleCase):
         self.assertEqual(json.load(open(os.path.join(out, "unlearning", "audit.json")))["reason"], "class 1 retired")
         self.assertEqual(tree_digest(self.template), self.template_digest)
 
+    def test_interrupted_bundle_run_resumes(self):
+        from unittest import mock
+
+        import monai_unlearn.runner as runner
+        from monai_unlearn.checkpoint import save_checkpoint
+
+        out = self.out("resumed")
+        args = ["unlearn", "--bundle", self.zoo, "--forget", "label=1", "--output", out, "--eps", "0.3",
+                "--epochs", "3", "--lr", "0.01", "--quiet", "--checkpoint-every", "1"]
+
+        def save_then_die(*a, **k):
+            save_checkpoint(*a, **k)
+            raise KeyboardInterrupt  # the process is stopped right after the first pass's checkpoint
+
+        with mock.patch.object(runner, "save_checkpoint", side_effect=save_then_die):
+            with self.assertRaises(KeyboardInterrupt):
+                main(args)
+        self.assertFalse(os.path.exists(out))  # nothing half-written
+        self.assertTrue(os.path.isdir(out + ".checkpoint"))
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(args + ["--resume"])
+        report = json.load(open(os.path.join(out, "unlearning", "report.json")))
+        self.assertEqual(report["epochs"], 3)
+        self.assertEqual(len(report["history"]), 3)
+        self.assertFalse(os.path.exists(out + ".checkpoint"))
+
     def test_missing_train_config(self):
         with self.assertRaisesRegex(FileNotFoundError, "train.json"):
             find_train_config(os.path.join(self.tmp, "data"))

@@ -6,6 +6,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "unlearn_progress": True,
     "unlearn_class_names": None,
     # segmentation bundles (datalist labels are label-map paths)
+    "unlearn_checkpoint_every": None,  # write <output_dir>.checkpoint every N passes (removed once the bundle is written)
+    "unlearn_resume": False,  # continue an interrupted run from <output_dir>.checkpoint
     "unlearn_screen_inputs": "stop",  # unreadable / non-finite items: "stop" the run, "skip" and report them, or "off"
     "unlearn_roi_size": None,  # sliding-window ROI of the Dice evaluation; default: the bundle's SlidingWindowInferer
     "unlearn_patch_size": None,  # random crops of this size for the unlearning steps (patch-based); None: whole images
@@ -200,13 +203,17 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
         segmentation_kwargs = dict(task="segmentation", forget_classes=forget_classes,
                                    remain_ignore_forget_classes=remain_ignore, evaluate_fn=evaluate_fn,
                                    roi_size=roi_size)
+    checkpoint_every = _setting(parser, "unlearn_checkpoint_every")
+    resume = _setting(parser, "unlearn_resume")
+    checkpoint_dir = os.path.abspath(output_dir) + ".checkpoint" if (checkpoint_every or resume) else None
+    checkpointing = {"checkpoint_dir": checkpoint_dir, "checkpoint_every": int(checkpoint_every or 1), "resume": resume}
     revised, result = unlearn(
         network, loader(forget_items, True, steps=True), loader(remain_items, True, steps=True), config=config,
         epochs=int(_setting(parser, "unlearn_epochs")), lr=float(_setting(parser, "unlearn_lr")),
         momentum=float(_setting(parser, "unlearn_momentum")), device=device, num_classes=num_classes,
         test_loader=test_loader, retrained_model=retrained,
         stop_at_forget_accuracy=_setting(parser, "unlearn_stop_at_forget_accuracy"),
-        progress=bool(_setting(parser, "unlearn_progress")), **segmentation_kwargs,
+        progress=bool(_setting(parser, "unlearn_progress")), **segmentation_kwargs, **checkpointing,
     )
     record = result.to_dict()
     record.update(
@@ -259,6 +266,8 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
 
     write_new_bundle(bundle_root, output_dir, revised.state_dict(), changelog, write_extras,
                      overwrite=bool(_setting(parser, "unlearn_overwrite")))
+    if checkpoint_dir is not None:  # the bundle is complete: its checkpoint is no longer needed
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     table = format_table(headline)
     logger.info("unlearned bundle written to %s\n%s", output_dir, table)
     return {"output_dir": os.path.abspath(output_dir), "num_forgotten": len(forget_items),
