@@ -256,6 +256,10 @@ def unlearn(
         checkpoint_dir: folder for a checkpoint written every ``checkpoint_every`` passes (model, optimizer,
             iteration, noise and shuffling generator states, history, a hash of the original model).
         checkpoint_every: passes between checkpoints.
+        (distributed) When ``torch.distributed`` is initialised (e.g. under ``torchrun``), the model is wrapped in
+            ``DistributedDataParallel``: give each rank its shard of the forget and remain data (a
+            ``DistributedSampler``); the search runs on each rank's shard, gradients are averaged, pass losses
+            are averaged over ranks, and only rank 0 writes checkpoints. Evaluation runs on the loaders as given.
         resume: continue from the checkpoint in ``checkpoint_dir`` (if there is one) to the same result as an
             uninterrupted run. Each pass starts a fresh pass over the remain loader, so a pass boundary is a
             complete resume point; random MONAI transforms keep their own generators, which are not restored.
@@ -299,7 +303,12 @@ def unlearn(
     if num_batches == 0:
         raise ValueError("the forget loader is empty: there is nothing to unlearn.")
     total = None if num_batches is None else num_batches * epochs
-    unlearner = PSGUnlearner(revised, optimizer, config, reference=reference, amp=amp, total_iterations=total)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    trained = revised
+    if distributed:  # each rank searches and steps on its own shard; DDP averages the gradients
+        device_ids = [device.index] if device.type == "cuda" else None
+        trained = torch.nn.parallel.DistributedDataParallel(revised, device_ids=device_ids)
+    unlearner = PSGUnlearner(trained, optimizer, config, reference=reference, amp=amp, total_iterations=total)
 
     def _evaluate(net: torch.nn.Module) -> dict[str, Any]:
         if evaluate_fn is not None:
@@ -394,6 +403,13 @@ def unlearn(
             torch.cuda.synchronize(device)
         elapsed += time.perf_counter() - start
         epochs_run = epoch + 1
+        if distributed:  # pass means over all ranks, and any rank's non-finite input stops every rank
+            stacked = torch.stack([torch.as_tensor(sums[k], device=device, dtype=torch.float32) / count for k in sums])
+            torch.distributed.all_reduce(stacked)
+            sums = dict(zip(sums, stacked / torch.distributed.get_world_size()))
+            flag = nonfinite.to(torch.float32)
+            torch.distributed.all_reduce(flag)
+            nonfinite, count = flag > 0, 1
         record = {"epoch": epochs_run, **{k: float(v) / count for k, v in sums.items()}}
         history.append(record)
         if bool(nonfinite):
@@ -423,7 +439,8 @@ def unlearn(
             stop = record["forget_accuracy"] <= stop_at_forget_accuracy
         else:
             stop = False
-        if checkpoint_dir is not None and (epochs_run % checkpoint_every == 0 or epochs_run == epochs or stop):
+        is_writer = not distributed or torch.distributed.get_rank() == 0
+        if is_writer and checkpoint_dir is not None and (epochs_run % checkpoint_every == 0 or epochs_run == epochs or stop):
             save_checkpoint(checkpoint_dir, {
                 "passes": epochs_run, "model": revised.state_dict(), "optimizer": optimizer.state_dict(),
                 "iteration": unlearner.iteration, "search_generator": unlearner.search.generator_state(),

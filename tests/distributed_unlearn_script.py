@@ -1,0 +1,40 @@
+"""Run by tests/test_distributed.py under torchrun: PSG unlearning on 2 processes (gloo), rank 0 saves the weights."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from monai_unlearn import PSGConfig, unlearn
+
+CONFIG = PSGConfig(eps=0.3, num_steps=2, lam=0.1, phi=1.0)
+PER_RANK_BATCH = 4
+
+
+def data():
+    torch.manual_seed(0)
+    x, y = torch.rand(48, 1, 4, 4), torch.randint(0, 3, (48,))
+    return TensorDataset(x[:16], y[:16]), TensorDataset(x[16:], y[16:])
+
+
+def model():
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 12), torch.nn.Tanh(), torch.nn.Linear(12, 3))
+
+
+def main(out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    forget, remain = data()
+    loaders = [DataLoader(d, PER_RANK_BATCH, sampler=DistributedSampler(d, shuffle=False)) for d in (forget, remain)]
+    revised, result = unlearn(model(), *loaders, config=CONFIG, epochs=3, lr=0.05, evaluate=False, progress=False)
+    if dist.get_rank() == 0:
+        torch.save({"state": revised.state_dict(), "history": result.history}, out)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
