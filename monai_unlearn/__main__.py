@@ -2,6 +2,7 @@
 
 The same run as ``python -m monai.bundle run unlearn`` with the overlay, without typing the config list.
 ``python -m monai_unlearn compose --features <A> --head <B> --output <C>`` composes two unlearned bundles;
+``python -m monai_unlearn verify --unlearned <OUT>`` recomputes an unlearned bundle's forget set and evidence;
 ``python -m monai_unlearn demo`` runs the main demo.
 """
 
@@ -38,6 +39,13 @@ def _value(text: str) -> Any:
         return text
 
 
+def _pair(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--set expects ID=VALUE, got {item!r}.")
+    return key, _value(value)
+
+
 def _unlearn(args: argparse.Namespace) -> None:
     from monai_unlearn.bundle import UnlearnWorkflow
 
@@ -56,13 +64,11 @@ def _unlearn(args: argparse.Namespace) -> None:
     if args.eps is not None:
         params["eps"] = args.eps
     for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects ID=VALUE, got {item!r}.")
+        key, value = _pair(item)
         if key.startswith("unlearn_params#"):
-            params[key.split("#", 1)[1]] = _value(value)
+            params[key.split("#", 1)[1]] = value
         else:
-            overrides[key] = _value(value)
+            overrides[key] = value
     if params:
         overrides["unlearn_params"] = params
     bundle = os.path.abspath(args.bundle)
@@ -104,6 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     compose.add_argument("--head-prefix", dest="head_prefixes", action="append",
                          help="parameter-name prefix of the head (repeatable; detected for MONAI networks)")
     compose.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    check = commands.add_parser("verify", help="recompute an unlearned bundle's forget set and evidence")
+    check.add_argument("--unlearned", required=True, help="the bundle written by the unlearn command")
+    check.add_argument("--original", help="the source bundle (default: the path recorded in the report)")
+    check.add_argument("--set", action="append", default=[], metavar="ID=VALUE",
+                       help="config overrides the original run used, e.g. --set dataset_dir=/data/slices")
     commands.add_parser("demo", help="the main demo (see python -m monai_unlearn.apps.demo --help)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
@@ -114,6 +125,17 @@ def main(argv: list[str] | None = None) -> None:
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "verify":
+        from monai_unlearn.bundle.verify import verify_unlearned_bundle
+
+        overrides = dict(_pair(item) for item in args.set)
+        outcome = verify_unlearned_bundle(args.unlearned, args.original, overrides)
+        for c in outcome["checks"]:
+            print(f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']}: recorded {c['recorded']}, recomputed {c['recomputed']}")
+        print("verified" if outcome["ok"] else "verification FAILED")
+        if not outcome["ok"]:
+            raise SystemExit(1)
+        return
     if args.command == "compose":
         from monai_unlearn.bundle.compose import compose_bundles
 

@@ -55,6 +55,29 @@ class TestFrontDoor(BundleCase):
         self.assertEqual(len(report["history"]), 3)
         self.assertFalse(os.path.exists(out + ".checkpoint"))
 
+    def test_verify_recomputes_the_evidence_and_catches_tampering(self):
+        out = self.out("to_verify")
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(["unlearn", "--bundle", self.zoo, "--forget", "device=scanner_b", "--output", out, "--eps", "0.3",
+                  "--epochs", "2", "--lr", "0.01", "--quiet"])
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            main(["verify", "--unlearned", out])
+        self.assertIn("verified", printed.getvalue())
+        self.assertNotIn("FAIL", printed.getvalue())
+        self.assertIn("ok   after forget accuracy", printed.getvalue())
+        markdown = open(os.path.join(out, "unlearning", "report.md")).read()
+        self.assertIn(f"python -m monai_unlearn verify --unlearned {out}", markdown)
+        # a report that claims more forgetting than the weights show is caught
+        path = os.path.join(out, "unlearning", "report.json")
+        record = json.load(open(path))
+        record["after"]["forget"]["accuracy"] = 0.0 if record["after"]["forget"]["accuracy"] > 0 else 0.5
+        json.dump(record, open(path, "w"))
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed), self.assertRaises(SystemExit):
+            main(["verify", "--unlearned", out])
+        self.assertIn("FAIL after forget accuracy", printed.getvalue())
+
     def test_missing_train_config(self):
         with self.assertRaisesRegex(FileNotFoundError, "train.json"):
             find_train_config(os.path.join(self.tmp, "data"))

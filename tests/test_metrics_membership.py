@@ -66,5 +66,16 @@ class TestMembershipInference(unittest.TestCase):
             membership_inference_score(forget, heldout, n_splits=n_splits)
 
 
+
+class TestMembershipOrderInvariance(unittest.TestCase):
+    def test_score_does_not_depend_on_sample_order(self):
+        rng = np.random.default_rng(0)
+        forget, heldout = rng.exponential(1.0, 60), rng.exponential(1.2, 45)
+        base = membership_inference_score(forget, heldout, seed=3)
+        for _ in range(3):
+            shuffled = membership_inference_score(rng.permutation(forget), rng.permutation(heldout), seed=3)
+            self.assertEqual(shuffled["mean"], base["mean"])
+            self.assertEqual(shuffled["std"], base["std"])
+
 if __name__ == "__main__":
     unittest.main()

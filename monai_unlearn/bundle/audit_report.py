@@ -65,7 +65,7 @@ def _metrics_rows(record: Mapping[str, Any]) -> list[list[Any]]:
 
 def render_audit_markdown(
     record: Mapping[str, Any], audit: Mapping[str, Any], meta: Mapping[str, Any], versions: Mapping[str, str],
-    reproduce_command: str, per_class_png: str = "per_class_accuracy.png",
+    reproduce_command: str, per_class_png: str = "per_class_accuracy.png", verify_command: str | None = None,
 ) -> str:
     """The audit report as Markdown.
 
@@ -76,6 +76,7 @@ def render_audit_markdown(
         versions: software versions (``software_versions()``).
         reproduce_command: the command that reruns this unlearning from the source bundle.
         per_class_png: the per-class figure's file name.
+        verify_command: the command that recomputes the forget set and the evidence from the two bundles.
 
     Returns:
         the Markdown text.
@@ -127,6 +128,10 @@ def render_audit_markdown(
         "",
     ]
     lines += _table(["package", "version"], [[k, v] for k, v in versions.items()])
+    if verify_command:
+        lines += ["", "## Verification", "", "Recompute the forget set (against the hashes above) and the accuracies and"
+                  " MIA (against the table above) from the source and the unlearned bundle; add `--set id=value` for"
+                  " any data override the run used:", "", f"```bash\n{verify_command}\n```"]
     lines += ["", "## Reproduce", "", "Rerun this unlearning from the unchanged source bundle (same selector, method and"
               " parameters; add the same data overrides, e.g. `--set dataset_dir=...`, if the original run had them):",
               "", f"```bash\n{reproduce_command}\n```", "",
@@ -138,9 +143,11 @@ def render_audit_markdown(
 def write_audit_markdown(
     report_dir: str, record: Mapping[str, Any], audit: Mapping[str, Any], meta: Mapping[str, Any],
     reproduce_command: str, filename: str = "report.md", per_class_png: str = "per_class_accuracy.png",
+    verify_command: str | None = None,
 ) -> str:
     """Render the audit report and write it atomically to ``report_dir/filename``; returns the path."""
     path = os.path.join(report_dir, filename)
-    text = render_audit_markdown(record, audit, meta, software_versions(), reproduce_command, per_class_png)
+    text = render_audit_markdown(record, audit, meta, software_versions(), reproduce_command, per_class_png,
+                                 verify_command)
     atomic_write_bytes(path, text.encode("utf-8"))
     return path

@@ -261,7 +261,8 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
                           os.path.join(report_dir, "per_class_accuracy.png"))
         reproduce = (f"python -m monai_unlearn unlearn --bundle {bundle_root} --forget '{selector}' "
                      f"--output <new folder> --epochs {result.epochs} --set 'unlearn_params={json.dumps(config.to_dict())}'")
-        write_audit_markdown(report_dir, record, audit, meta, reproduce,
+        verify = f"python -m monai_unlearn verify --unlearned {os.path.abspath(output_dir)} --original {bundle_root}"
+        write_audit_markdown(report_dir, record, audit, meta, reproduce, verify_command=verify,
                              per_class_png="per_class_dice.png" if segmentation else "per_class_accuracy.png")
 
     write_new_bundle(bundle_root, output_dir, revised.state_dict(), changelog, write_extras,

@@ -60,8 +60,9 @@ def membership_inference_score(
     """
     if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2:
         raise ValueError(f"n_splits must be an integer of at least 2, got {n_splits!r}.")
-    forget = _as_1d(forget_losses, "forget_losses")
-    heldout = _as_1d(heldout_losses, "heldout_losses")
+    # sorted, so the score depends on the losses alone and not on the order a (shuffling) loader produced them in
+    forget = np.sort(_as_1d(forget_losses, "forget_losses"))
+    heldout = np.sort(_as_1d(heldout_losses, "heldout_losses"))
     smaller = min(forget.size, heldout.size)
     if smaller < n_splits:
         raise ValueError(
