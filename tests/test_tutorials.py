@@ -100,5 +100,16 @@ class TestTutorials(unittest.TestCase):
         self.assertIn("unlearned ", proc.stdout)  # the TorchScript model's probabilities on a forgotten slice
 
 
+    def test_04_compose_two_unlearning_runs(self):
+        with tempfile.TemporaryDirectory() as workdir:
+            proc = run_tutorial("04_compose_two_unlearning_runs.py", workdir)
+            self.assert_ran(proc)
+            self.assertIn("verified", proc.stdout)
+            self.assertNotIn("FAIL", proc.stdout)
+            self.assertIn("composed + head refit", proc.stdout)
+            composed = os.path.join(workdir, "composed")
+            for part in ("models/model.pt", "models/model.ts", "unlearning/composition.json", "configs/metadata.json"):
+                self.assertTrue(os.path.isfile(os.path.join(composed, part)), part)
+
 if __name__ == "__main__":
     unittest.main()
