@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from monai_unlearn.handlers.forget_target_stopper import ForgetTargetStopper
+from monai_unlearn.handlers.model_composition_handler import ModelCompositionHandler
 from monai_unlearn.handlers.psg_unlearning_handler import PSGUnlearningHandler
 from monai_unlearn.handlers.unlearning_metrics_handler import METRIC_NAMES, UnlearningMetricsHandler
 from monai_unlearn.handlers.unlearning_report_handler import UnlearningReportHandler
@@ -10,6 +11,7 @@ from monai_unlearn.handlers.unlearning_report_handler import UnlearningReportHan
 __all__ = [
     "ForgetTargetStopper",
     "METRIC_NAMES",
+    "ModelCompositionHandler",
     "PSGUnlearningHandler",
     "UnlearningMetricsHandler",
     "UnlearningReportHandler",
