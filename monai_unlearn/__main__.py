@@ -24,12 +24,13 @@ def find_train_config(bundle: str, name: str | None = None) -> str:
     Raises:
         FileNotFoundError: naming the files that were looked for.
     """
-    candidates = [name] if name else ["train.json", "train.yaml", "train.yml"]
-    paths = [os.path.join(bundle, "configs", c) for c in candidates]
-    for path in paths:
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"no training config in {bundle}: looked for {', '.join(paths)}; name one with --config.")
+    from monai_unlearn.bundle.layout import find_bundle_config
+
+    path = os.path.join(bundle, "configs", name) if name else find_bundle_config(bundle, "train")
+    if path is None or not os.path.isfile(path):
+        looked_for = path or os.path.join(bundle, "configs", "train.json / .yaml / .yml")
+        raise FileNotFoundError(f"no training config in {bundle}: looked for {looked_for}; name one with --config.")
+    return path
 
 
 def _value(text: str) -> Any:

@@ -9,6 +9,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from monai_unlearn.bundle.checkpoint import load_bundle_weights
+from monai_unlearn.bundle.layout import find_bundle_config
 from monai_unlearn.bundle.writer import export_torchscript, write_new_bundle
 from monai_unlearn.core.composition import compose_models, head_prefixes_for
 from monai_unlearn.io import atomic_write_json
@@ -17,20 +18,20 @@ __all__ = ["compose_bundles", "bundle_network"]
 
 
 def _config_path(root: str) -> str:
-    for name in ("inference.json", "inference.yaml", "train.json", "train.yaml"):
-        path = os.path.join(root, "configs", name)
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"{root}/configs has no inference or train config to build the network from.")
+    path = find_bundle_config(root, "inference", "train")
+    if path is None:
+        raise FileNotFoundError(f"{root}/configs has no inference or train config to build the network from.")
+    return path
 
 
 def bundle_network(root: str, net_id: str = "network_def") -> torch.nn.Module:
     """Build a bundle's network from its config and load its ``models/model.pt`` (``weights_only=True``)."""
+    config = _config_path(root)
     parser = ConfigParser()
-    parser.read_config(_config_path(root))
+    parser.read_config(config)
     parser["bundle_root"] = root
     if net_id not in parser:
-        raise ValueError(f"{_config_path(root)} has no {net_id!r}; name the network's config id with net_id.")
+        raise ValueError(f"{config} has no {net_id!r}; name the network's config id with net_id.")
     network = parser.get_parsed_content(net_id, lazy=False)
     return load_bundle_weights(network, os.path.join(root, "models", "model.pt"))
 

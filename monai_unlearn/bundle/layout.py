@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from monai.bundle import ConfigParser
 
-__all__ = ["BundleLayout", "BundleLayoutError", "KEY_CANDIDATES", "detect_layout"]
+__all__ = ["BundleLayout", "BundleLayoutError", "KEY_CANDIDATES", "detect_layout", "find_bundle_config"]
 
 # Model Zoo bundles mostly nest sections (``train#dataset``); the zoo's templates keep them flat
 # (``train_dataset``). The first key present wins; deterministic (validation) preprocessing is preferred
@@ -22,6 +23,16 @@ KEY_CANDIDATES: dict[str, tuple[str, ...]] = {
     "inferer": ("validate#inferer", "val_inferer", "inferer"),
 }
 REQUIRED = ("network", "datalist", "preprocessing")
+
+
+def find_bundle_config(root: str, *names: str) -> str | None:
+    """The first of ``<root>/configs/<name>.json`` / ``.yaml`` / ``.yml`` that exists, trying ``names`` in order."""
+    for name in names:
+        for ext in (".json", ".yaml", ".yml"):
+            path = os.path.join(root, "configs", name + ext)
+            if os.path.isfile(path):
+                return path
+    return None
 
 
 class BundleLayoutError(ValueError):

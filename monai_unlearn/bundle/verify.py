@@ -10,24 +10,24 @@ from typing import Any
 from monai.bundle import ConfigParser
 from monai.data import DataLoader, Dataset
 
-from monai_unlearn.bundle.audit import forgotten_item_record
+from monai_unlearn.bundle.audit import sha256_text
 from monai_unlearn.bundle.compose import bundle_network
-from monai_unlearn.bundle.layout import detect_layout
+from monai_unlearn.bundle.layout import detect_layout, find_bundle_config
 from monai_unlearn.bundle.workflow import REPORT_DIR, is_segmentation_datalist, select_segmentation_forget
 from monai_unlearn.core.selection import parse_forget_selector, select_forget
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
 
 __all__ = ["verify_unlearned_bundle"]
 
-TRAIN_CONFIGS = ("train.json", "train.yaml", "train.yml")
-
-
 def _train_config(root: str) -> str:
-    for name in TRAIN_CONFIGS:
-        path = os.path.join(root, "configs", name)
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"{root}/configs has no training config ({', '.join(TRAIN_CONFIGS)}).")
+    path = find_bundle_config(root, "train")
+    if path is None:
+        raise FileNotFoundError(f"{root}/configs has no training config (train.json / .yaml / .yml).")
+    return path
+
+
+def _id_hash(item: Mapping[str, Any]) -> str:
+    return sha256_text(str(item.get("image")))  # as the audit records it, without reading the file
 
 
 def verify_unlearned_bundle(
@@ -67,13 +67,15 @@ def verify_unlearned_bundle(
         forget, remain, _, _ = select_segmentation_forget(datalist, record["selector"], None)
     else:
         forget, remain = select_forget(datalist, **parse_forget_selector(record["selector"]))
-    hashes = [forgotten_item_record(item)["id_sha256"] for item in forget]
+    skipped = {s["id_sha256"] for s in record.get("skipped_items") or []}
+
+    def usable(items: list) -> list:  # items skipped as unreadable were not part of the run
+        return [item for item in items if _id_hash(item) not in skipped] if skipped else items
+
+    forget, remain = usable(forget), usable(remain)
+    hashes = [_id_hash(item) for item in forget]
     checks = [{"check": "forgotten items (id hashes, in order)", "recorded": len(audit["items"]),
                "recomputed": len(hashes), "ok": hashes == [i["id_sha256"] for i in audit["items"]]}]
-    skipped = {s["id_sha256"] for s in record.get("skipped_items") or []}
-    if skipped:  # items skipped as unreadable were not part of the run
-        hashes = [h for h in hashes if h not in skipped]
-        checks[0]["ok"] = hashes == [i["id_sha256"] for i in audit["items"]]
 
     if record.get("task", "classification") == "classification" and record.get("before") and record.get("after"):
         transform = parser.get_parsed_content(layout.preprocessing)
@@ -81,11 +83,8 @@ def verify_unlearned_bundle(
         def loader(items: list) -> DataLoader:
             return DataLoader(Dataset(items, transform), batch_size=batch_size)
 
-        kept = [item for item in forget if forgotten_item_record(item)["id_sha256"] not in skipped]
-        remain_kept = [item for item in remain if forgotten_item_record(item)["id_sha256"] not in skipped]
-        val = list(parser.get_parsed_content(layout.val_datalist)) if layout.val_datalist else []
-        val = [item for item in val if forgotten_item_record(item)["id_sha256"] not in skipped]
-        loaders = (loader(kept), loader(remain_kept), loader(val) if val else None)
+        val = usable(list(parser.get_parsed_content(layout.val_datalist))) if layout.val_datalist else []
+        loaders = (loader(forget), loader(remain), loader(val) if val else None)
         for name, root in (("before", original), ("after", unlearned)):
             evaluation = evaluate_unlearning(bundle_network(root).eval(), *loaders)
             for split in ("forget", "remain", "test"):

@@ -19,7 +19,7 @@ from monai_unlearn.bundle.audit import build_audit
 from monai_unlearn.bundle.audit_report import write_audit_markdown
 from monai_unlearn.bundle.checkpoint import load_bundle_weights
 from monai_unlearn.bundle.inputs import screen_items
-from monai_unlearn.bundle.layout import detect_layout
+from monai_unlearn.bundle.layout import detect_layout, find_bundle_config
 from monai_unlearn.bundle.writer import export_torchscript, write_new_bundle
 from monai_unlearn.io import atomic_write_json
 from monai_unlearn.core.config import PSGConfig
@@ -88,14 +88,6 @@ def _selector_text(forget: Any) -> str:
     if isinstance(forget, (int, float)):
         return f"label={int(forget)}"
     return str(forget)
-
-
-def _config_file(root: str, name: str) -> str | None:
-    for ext in (".json", ".yaml", ".yml"):
-        path = os.path.join(root, "configs", name + ext)
-        if os.path.isfile(path):
-            return path
-    return None
 
 
 def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
@@ -243,7 +235,7 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
     class_names = _setting(parser, "unlearn_class_names")
 
     def write_extras(root: str, meta: dict[str, Any]) -> None:
-        configs = {n: p for n in ("inference",) if (p := _config_file(root, n)) is not None}
+        configs = {n: p for n in ("inference",) if (p := find_bundle_config(root, n)) is not None}
         export_torchscript(revised.cpu(), os.path.join(root, "models", "model.ts"), meta, configs, example.cpu())
         report_dir = os.path.join(root, REPORT_DIR)
         os.makedirs(report_dir, exist_ok=True)

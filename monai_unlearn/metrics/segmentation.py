@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from monai_unlearn.core.batch import default_prepare_batch, labels_as_index
+from monai_unlearn.metrics.classification import _model_device
 from monai_unlearn.metrics.membership import membership_inference_score
 
 __all__ = [
@@ -67,12 +68,6 @@ def _nanmean(values: torch.Tensor) -> float | None:
     return None if finite.numel() == 0 else float(finite.mean())
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def collect_segmentation_stats(
     model: torch.nn.Module,
     loader: Iterable[Any],
@@ -110,7 +105,7 @@ def collect_segmentation_stats(
     Raises:
         ValueError: when the loader is empty, labels do not fit the output, or labels exceed the classes.
     """
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else (_model_device(model) or torch.device("cpu"))
     inferer = None
     if roi_size is not None:
         from monai.inferers import SlidingWindowInferer
