@@ -18,6 +18,7 @@ from monai_unlearn.core.batch import default_prepare_batch, label_index_for_imag
 from monai_unlearn.core.boundary_search import frozen_reference
 from monai_unlearn.core.config import PSGConfig
 from monai_unlearn.core.unlearner import PSGUnlearner, check_labels
+from monai_unlearn.distributed import is_distributed, is_writer
 from monai_unlearn.metrics.evaluation import evaluate_unlearning, summary_rows
 from monai_unlearn.metrics.retrain_gap import retrain_gap
 from monai_unlearn.metrics.segmentation import evaluate_segmentation, is_segmentation_evaluation, segmentation_summary_rows
@@ -259,7 +260,9 @@ def unlearn(
         (distributed) When ``torch.distributed`` is initialised (e.g. under ``torchrun``), the model is wrapped in
             ``DistributedDataParallel``: give each rank its shard of the forget and remain data (a
             ``DistributedSampler``); the search runs on each rank's shard, gradients are averaged, pass losses
-            are averaged over ranks, and only rank 0 writes checkpoints. Evaluation runs on the loaders as given.
+            are averaged over ranks, and only rank 0 writes checkpoints. Evaluation gathers the outputs of sharded
+            loaders from every rank (``monai_unlearn.distributed.gather_shards``), so all ranks compute the
+            metrics of the whole data and take the same early-stopping decision.
         resume: continue from the checkpoint in ``checkpoint_dir`` (if there is one) to the same result as an
             uninterrupted run. Each pass starts a fresh pass over the remain loader, so a pass boundary is a
             complete resume point; random MONAI transforms keep their own generators, which are not restored.
@@ -303,7 +306,7 @@ def unlearn(
     if num_batches == 0:
         raise ValueError("the forget loader is empty: there is nothing to unlearn.")
     total = None if num_batches is None else num_batches * epochs
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    distributed = is_distributed()
     trained = revised
     if distributed:  # each rank searches and steps on its own shard; DDP averages the gradients
         device_ids = [device.index] if device.type == "cuda" else None
@@ -361,6 +364,9 @@ def unlearn(
     bar = tqdm(total=total, initial=0 if total is None else min(total, epochs_run * (num_batches or 0)),
                desc="unlearning", unit="it", disable=not progress)
     for epoch in range(epochs_run, epochs):
+        for sharded in (forget_loader, remain_loader):  # DistributedSamplers shuffle anew each pass
+            if hasattr(getattr(sharded, "sampler", None), "set_epoch"):
+                sharded.sampler.set_epoch(epoch)
         remain_iter = iter(remain_loader) if config.phi > 0 else None  # a fresh remain pass with each forget pass
         sums: dict[str, torch.Tensor] = {}
         count = 0
@@ -439,8 +445,7 @@ def unlearn(
             stop = record["forget_accuracy"] <= stop_at_forget_accuracy
         else:
             stop = False
-        is_writer = not distributed or torch.distributed.get_rank() == 0
-        if is_writer and checkpoint_dir is not None and (epochs_run % checkpoint_every == 0 or epochs_run == epochs or stop):
+        if is_writer() and checkpoint_dir is not None and (epochs_run % checkpoint_every == 0 or epochs_run == epochs or stop):
             save_checkpoint(checkpoint_dir, {
                 "passes": epochs_run, "model": revised.state_dict(), "optimizer": optimizer.state_dict(),
                 "iteration": unlearner.iteration, "search_generator": unlearner.search.generator_state(),

@@ -9,6 +9,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from monai_unlearn import PSGConfig, unlearn
+from monai_unlearn.metrics import collect_outputs
 
 CONFIG = PSGConfig(eps=0.3, num_steps=2, lam=0.1, phi=1.0)
 PER_RANK_BATCH = 4
@@ -31,8 +32,13 @@ def main(out: str) -> None:
     forget, remain = data()
     loaders = [DataLoader(d, PER_RANK_BATCH, sampler=DistributedSampler(d, shuffle=False)) for d in (forget, remain)]
     revised, result = unlearn(model(), *loaders, config=CONFIG, epochs=3, lr=0.05, evaluate=False, progress=False)
+    # evaluation on a shuffled, padded shard of an odd-sized set: every rank gets all outputs in dataset order
+    odd = TensorDataset(*remain[:31])
+    sampler = DistributedSampler(odd, shuffle=True, seed=3)
+    sampler.set_epoch(1)
+    logits, labels = collect_outputs(revised, DataLoader(odd, 5, sampler=sampler))
     if dist.get_rank() == 0:
-        torch.save({"state": revised.state_dict(), "history": result.history}, out)
+        torch.save({"state": revised.state_dict(), "history": result.history, "logits": logits, "labels": labels}, out)
     dist.destroy_process_group()
 
 

@@ -170,6 +170,18 @@ class TestBundleBadInput(BundleCase):
             unlearn_from_parser(self.parser(self.zoo, forget="label=1", output_dir=out))
         self.assertEqual(os.listdir(out), [])
 
+    def test_same_seed_same_weights(self):
+        # the forget and remain sets are shuffled in an order seeded by unlearn_params#seed
+        weights = []
+        for run in ("seed_a", "seed_b", "seed_c"):
+            seed = 1 if run == "seed_c" else 0
+            unlearn_from_parser(self.parser(self.zoo, forget="label=2", output_dir=self.out(run), unlearn_epochs=2,
+                                            **{"unlearn_params#seed": seed}))
+            weights.append(torch.load(os.path.join(self.out(run), "models", "model.pt"), weights_only=True))
+        for name, value in weights[0].items():
+            self.assertTrue(torch.equal(value, weights[1][name]), name)
+        self.assertFalse(all(torch.equal(v, weights[2][n]) for n, v in weights[0].items()))
+
     def test_flags_given_as_text(self):
         out = self.out("text_flags")
         os.makedirs(out)

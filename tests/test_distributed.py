@@ -10,9 +10,10 @@ import tempfile
 import unittest
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from monai_unlearn import unlearn
+from monai_unlearn.metrics import collect_outputs
 from tests.distributed_unlearn_script import CONFIG, PER_RANK_BATCH, data, model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +43,9 @@ class TestDistributed(unittest.TestCase):
         for name, value in single.state_dict().items():
             self.assertTrue(torch.allclose(saved["state"][name], value, atol=1e-5), name)
         self.assertFalse(torch.allclose(single.state_dict()["3.weight"], model().state_dict()["3.weight"]))
+        logits, labels = collect_outputs(single, DataLoader(TensorDataset(*remain[:31]), 8))
+        self.assertEqual(saved["labels"].tolist(), labels.tolist())
+        self.assertTrue(torch.allclose(saved["logits"], logits, atol=1e-5))
         for ours, theirs in zip(saved["history"], result.history):
             self.assertAlmostEqual(ours["loss"], theirs["loss"], places=4)
 

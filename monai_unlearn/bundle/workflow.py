@@ -24,6 +24,7 @@ from monai_unlearn.bundle.writer import export_torchscript, write_new_bundle
 from monai_unlearn.io import atomic_write_json
 from monai_unlearn.core.config import PSGConfig
 from monai_unlearn.core.selection import parse_forget_selector, select_forget
+from monai_unlearn.distributed import barrier, distributed_sampler, is_distributed, is_writer, rank_device
 from monai_unlearn.metrics.plots import LOSS_SERIES, curves_figure, has_matplotlib, per_class_figure, write_png
 from monai_unlearn.metrics.segmentation import evaluate_segmentation
 from monai_unlearn.runner import format_table, headline_rows, unlearn
@@ -42,7 +43,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "unlearn_epochs": 15,
     "unlearn_lr": 0.001,
     "unlearn_momentum": 0.9,
-    "unlearn_batch_size": 16,
+    "unlearn_batch_size": 16,  # per process under torchrun (the multi_gpu_unlearn overlay)
+    "unlearn_shuffle": True,  # shuffle the forget and remain sets each pass, seeded by unlearn_params#seed
     "unlearn_num_workers": 0,
     "unlearn_keys": {},  # config ids of the bundle's parts, when detection needs help (see layout.KEY_CANDIDATES)
     "unlearn_ckpt": None,  # default: <bundle_root>/models/model.pt
@@ -119,7 +121,7 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
     if os.path.exists(output_dir) and not _setting(parser, "unlearn_overwrite"):
         raise FileExistsError(f"{output_dir} already exists; choose a new folder or pass `--unlearn_overwrite true`.")
     layout = detect_layout(parser, _setting(parser, "unlearn_keys"))
-    device = torch.device(parser.get_parsed_content(layout.device) if layout.device else "cpu")
+    device = rank_device(parser.get_parsed_content(layout.device) if layout.device else "cpu")
 
     datalist = parser.get_parsed_content(layout.datalist)
     if not isinstance(datalist, (list, tuple)) or not all(isinstance(d, Mapping) for d in datalist):
@@ -165,16 +167,25 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
     if not forget_items:
         raise ValueError("every forget item was skipped as unreadable: there is nothing left to unlearn.")
 
-    def loader(items: list, shuffle: bool, steps: bool = False) -> DataLoader:
+    shuffle_steps = bool(_setting(parser, "unlearn_shuffle"))
+    shuffle_seed = int(dict(_setting(parser, "unlearn_params")).get("seed") or 0)
+
+    def loader(items: list, steps: bool = False, sharded: bool = True) -> DataLoader:
+        """Step loaders shuffle; under torchrun every loader is sharded (evenly for steps, so ranks keep in step)."""
         dataset = Dataset(items, step_transform if steps else transform)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers)
+        shuffle = shuffle_steps and steps
+        if sharded and is_distributed():
+            sampler = distributed_sampler(dataset, shuffle=shuffle, even=steps, seed=shuffle_seed)
+            return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
+        generator = torch.Generator().manual_seed(shuffle_seed) if shuffle else None  # same seed, same order
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator)
 
     test_loader = None
     if layout.val_datalist:
         val_items = parser.get_parsed_content(layout.val_datalist)
         val_items, skipped_val = screen_items(list(val_items or []), transform, policy, "validation")
         skipped += skipped_val
-        test_loader = loader(val_items, False) if val_items else None
+        test_loader = loader(val_items) if val_items else None
 
     params = dict(_setting(parser, "unlearn_params"))
     config = PSGConfig(**params)
@@ -183,8 +194,8 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
     if segmentation:
         roi_size = _setting(parser, "unlearn_roi_size") or _sliding_window_roi(parser, layout.inferer)
         # whole images for evaluation; in class mode the forget and remain items are the same cases
-        eval_forget = loader(forget_items, False)
-        eval_remain = None if remain_items is forget_items else loader(remain_items, False)
+        eval_forget = loader(forget_items)
+        eval_remain = None if remain_items is forget_items else loader(remain_items)
         include_background = bool(_setting(parser, "unlearn_include_background"))
 
         def evaluate_fn(net: torch.nn.Module) -> dict[str, Any]:
@@ -200,7 +211,7 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
     checkpoint_dir = os.path.abspath(output_dir) + ".checkpoint" if (checkpoint_every or resume) else None
     checkpointing = {"checkpoint_dir": checkpoint_dir, "checkpoint_every": int(checkpoint_every or 1), "resume": resume}
     revised, result = unlearn(
-        network, loader(forget_items, True, steps=True), loader(remain_items, True, steps=True), config=config,
+        network, loader(forget_items, steps=True), loader(remain_items, steps=True), config=config,
         epochs=int(_setting(parser, "unlearn_epochs")), lr=float(_setting(parser, "unlearn_lr")),
         momentum=float(_setting(parser, "unlearn_momentum")), device=device, num_classes=num_classes,
         test_loader=test_loader, retrained_model=retrained,
@@ -231,7 +242,7 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
         f"(selector {selector!r}); eps={config.eps} ({config.eps_mode}), steps={config.num_steps}, "
         f"gamma={config.gamma}, lambda={config.lam}, phi={config.phi}, epochs={result.epochs}"
     )
-    example = next(iter(loader(forget_items[:1], False)))["image"]
+    example = next(iter(loader(forget_items[:1], sharded=False)))["image"]
     class_names = _setting(parser, "unlearn_class_names")
 
     def write_extras(root: str, meta: dict[str, Any]) -> None:
@@ -257,10 +268,12 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
         write_audit_markdown(report_dir, record, audit, meta, reproduce, verify_command=verify,
                              per_class_png="per_class_dice.png" if segmentation else "per_class_accuracy.png")
 
-    write_new_bundle(bundle_root, output_dir, revised.state_dict(), changelog, write_extras,
-                     overwrite=bool(_setting(parser, "unlearn_overwrite")))
-    if checkpoint_dir is not None:  # the bundle is complete: its checkpoint is no longer needed
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if is_writer():  # under torchrun only rank 0 writes; the others wait until the bundle is complete
+        write_new_bundle(bundle_root, output_dir, revised.state_dict(), changelog, write_extras,
+                         overwrite=bool(_setting(parser, "unlearn_overwrite")))
+        if checkpoint_dir is not None:  # the bundle is complete: its checkpoint is no longer needed
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    barrier()
     table = format_table(headline)
     logger.info("unlearned bundle written to %s\n%s", output_dir, table)
     return {"output_dir": os.path.abspath(output_dir), "num_forgotten": len(forget_items),

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from monai_unlearn.core.batch import default_prepare_batch, labels_as_index
+from monai_unlearn.distributed import gather_shards
 
 __all__ = ["collect_outputs", "per_sample_loss", "accuracy_report", "evaluate_classifier"]
 
@@ -54,7 +55,8 @@ def collect_outputs(
 
     Returns:
         ``(logits, labels)``: logits of shape ``(N, C, *S)`` (float32) and labels as class indices of shape
-        ``(N, *S)`` (long), concatenated over all batches.
+        ``(N, *S)`` (long), concatenated over all batches. Under ``torch.distributed``, a loader with a
+        ``DistributedSampler`` is gathered from every rank back into the dataset's order.
 
     Raises:
         ValueError: when the loader yields no batch, or labels do not fit the logits.
@@ -80,7 +82,9 @@ def collect_outputs(
         model.train(was_training)
     if not logits_parts:
         raise ValueError("the loader yielded no batches: there is nothing to evaluate.")
-    return torch.cat(logits_parts), torch.cat(label_parts)
+    # under torchrun a sharded loader gives this rank part of the data: every rank gets all of it back
+    logits, labels = gather_shards(loader, torch.cat(logits_parts), torch.cat(label_parts))
+    return logits, labels
 
 
 def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

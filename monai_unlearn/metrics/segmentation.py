@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from monai_unlearn.core.batch import default_prepare_batch, labels_as_index
+from monai_unlearn.distributed import gather_shards
 from monai_unlearn.metrics.classification import _model_device
 from monai_unlearn.metrics.membership import membership_inference_score
 
@@ -155,7 +156,9 @@ def collect_segmentation_stats(
         model.train(was_training)
     if not parts["counts"]:
         raise ValueError("the loader yielded no batches: there is nothing to evaluate.")
-    return {k: torch.cat(v) for k, v in parts.items() if v}
+    stats = {k: torch.cat(v) for k, v in parts.items() if v}
+    # under torchrun a sharded loader gives this rank some cases: every rank gets all of them back
+    return dict(zip(stats, gather_shards(loader, *stats.values())))
 
 
 def segmentation_report(
