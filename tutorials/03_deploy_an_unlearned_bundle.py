@@ -20,6 +20,10 @@
 #
 # It reads NIfTI files, runs the bundle's own preprocessing, inferer and postprocessing with the SDK's
 # `MonaiBundleInferenceOperator` and writes `OUT/predictions.json` (class probabilities and argmax per file).
+# A folder of DICOM series works the same way (found by content, or `--input-format dicom`): the SDK's DICOM
+# operators make one volume per series, this slice classifier classifies each slice, and the app writes one
+# `OUT/<SeriesInstanceUID>.json` per series with per-slice predictions and a series summary
+# (`monai_unlearn/deploy/README.md` has the details). This tutorial uses NIfTI slices.
 # The SDK lives in its own environment, made once by `bash scripts/setup_deploy_env.sh`.
 #
 # This tutorial:
