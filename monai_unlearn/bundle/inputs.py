@@ -11,30 +11,63 @@ import torch
 
 from monai_unlearn.bundle.audit import forgotten_item_record
 
-__all__ = ["SCREEN_POLICIES", "screen_items"]
+__all__ = ["SCREEN_POLICIES", "ShapeCheck", "screen_items"]
 
 SCREEN_POLICIES = ("stop", "skip", "off")
 logger = logging.getLogger(__name__)
 
 
-def _problem(item: Mapping[str, Any], transform: Callable) -> str | None:
+def _load(item: Mapping[str, Any], transform: Callable) -> tuple[str | None, tuple[int, ...] | None]:
+    """The item's problem (``None`` when usable) and its image shape."""
     try:
         data = transform(copy.deepcopy(dict(item)))
     except Exception as error:  # any reader or transform failure makes the item unusable
-        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    samples = data if isinstance(data, list) else [data]
-    for sample in samples:
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", None
+    shape = None
+    for sample in data if isinstance(data, list) else [data]:
         image = sample.get("image") if isinstance(sample, Mapping) else None
-        if isinstance(image, torch.Tensor) and image.is_floating_point() and not bool(torch.isfinite(image).all()):
-            return "the image contains NaN or infinite values"
-    return None
+        if isinstance(image, torch.Tensor):
+            shape = tuple(image.shape)
+            if image.is_floating_point() and not bool(torch.isfinite(image).all()):
+                return "the image contains NaN or infinite values", shape
+    return None, shape
+
+
+class ShapeCheck:
+    """Images must fit the network: the first readable image is run through ``probe`` (one forward pass), and
+    every later image must have its shape (``match="shape"``, for classifiers that batch whole images) or its
+    channel count (``match="channels"``, for segmenters whose images may differ in size)."""
+
+    def __init__(self, probe: Callable[[torch.Tensor], Any], match: str = "shape") -> None:
+        if match not in ("shape", "channels"):
+            raise ValueError(f"match must be 'shape' or 'channels', got {match!r}.")
+        self.probe, self.match, self.reference = probe, match, None
+
+    def problem(self, item: Mapping[str, Any], transform: Callable, shape: tuple[int, ...] | None) -> str | None:
+        if shape is None:
+            return None
+        if self.reference is None:
+            data = transform(copy.deepcopy(dict(item)))
+            image = (data[0] if isinstance(data, list) else data)["image"]
+            try:
+                self.probe(torch.as_tensor(image)[None])
+            except Exception as error:
+                return f"the network cannot process an image of shape {shape}: {str(error).splitlines()[0]}"
+            self.reference = shape
+            return None
+        got, want = (shape, self.reference) if self.match == "shape" else (shape[:1], self.reference[:1])
+        if got != want:
+            what = "shape" if self.match == "shape" else "channel count"
+            return f"its image {what} {got} differs from {want}, which the network was checked with"
+        return None
 
 
 def screen_items(
     items: Sequence[Mapping[str, Any]], transform: Callable, policy: str = "stop", what: str = "training",
-    id_key: str = "image",
+    id_key: str = "image", shapes: ShapeCheck | None = None,
 ) -> tuple[list[Mapping[str, Any]], list[dict[str, Any]]]:
-    """Run each item through ``transform`` once and deal with the ones that fail or hold non-finite values.
+    """Run each item through ``transform`` once and deal with the ones that fail, hold non-finite values, or
+    (with ``shapes``) do not fit the network.
 
     Args:
         items: datalist entries.
@@ -43,6 +76,7 @@ def screen_items(
             report; ``"off"`` returns the items unchecked.
         what: which set the items belong to, for messages.
         id_key: the entry key that identifies an item.
+        shapes: a :class:`ShapeCheck` shared by the forget, remain and validation sets.
 
     Returns:
         the usable items, and one record per skipped item (hashed identifier and the problem).
@@ -56,7 +90,9 @@ def screen_items(
         return list(items), []
     kept, skipped = [], []
     for item in items:
-        problem = _problem(item, transform)
+        problem, shape = _load(item, transform)
+        if problem is None and shapes is not None:
+            problem = shapes.problem(item, transform, shape)
         if problem is None:
             kept.append(item)
             continue

@@ -18,7 +18,7 @@ import monai_unlearn
 from monai_unlearn.bundle.audit import build_audit
 from monai_unlearn.bundle.audit_report import write_audit_markdown
 from monai_unlearn.bundle.checkpoint import load_bundle_weights
-from monai_unlearn.bundle.inputs import screen_items
+from monai_unlearn.bundle.inputs import ShapeCheck, screen_items
 from monai_unlearn.bundle.layout import detect_layout, find_bundle_config
 from monai_unlearn.bundle.writer import export_torchscript, write_new_bundle
 from monai_unlearn.io import atomic_write_json
@@ -161,8 +161,18 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
                                                               random_size=False)])
 
     policy = str(_setting(parser, "unlearn_screen_inputs"))
-    forget_items, skipped = screen_items(forget_items, transform, policy, "forget")
-    remain_items, skipped_remain = screen_items(remain_items, transform, policy, "remain")
+    def probe(image: torch.Tensor) -> None:
+        was_training = network.training
+        network.eval()
+        try:
+            with torch.no_grad():
+                network(image.to(device))
+        finally:
+            network.train(was_training)
+
+    shapes = ShapeCheck(probe, match="channels" if segmentation else "shape")
+    forget_items, skipped = screen_items(forget_items, transform, policy, "forget", shapes=shapes)
+    remain_items, skipped_remain = screen_items(remain_items, transform, policy, "remain", shapes=shapes)
     skipped += skipped_remain
     if not forget_items:
         raise ValueError("every forget item was skipped as unreadable: there is nothing left to unlearn.")
@@ -183,7 +193,7 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
     test_loader = None
     if layout.val_datalist:
         val_items = parser.get_parsed_content(layout.val_datalist)
-        val_items, skipped_val = screen_items(list(val_items or []), transform, policy, "validation")
+        val_items, skipped_val = screen_items(list(val_items or []), transform, policy, "validation", shapes=shapes)
         skipped += skipped_val
         test_loader = loader(val_items) if val_items else None
 
