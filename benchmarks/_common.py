@@ -92,13 +92,14 @@ def sample(dataset, n: int, seed: int) -> Subset:
 
 
 def cached_model(
-    path: Path, build, train_fn, meta: dict[str, Any]
+    path: Path, build, train_fn, meta: dict[str, Any], refresh: bool = False
 ) -> tuple[torch.nn.Module, dict[str, Any], bool]:
-    """Load ``path`` if its metadata matches ``meta``, else train with ``train_fn(model) -> (model, info)`` and save."""
+    """Load ``path`` if its metadata matches ``meta`` (and not ``refresh``), else train with
+    ``train_fn(model) -> (model, info)`` and save."""
     path.parent.mkdir(parents=True, exist_ok=True)
     info_path = path.with_suffix(".json")
     model = build()
-    if path.is_file() and info_path.is_file():
+    if not refresh and path.is_file() and info_path.is_file():
         info = json.loads(info_path.read_text())
         if info.get("meta") == meta:
             model.load_state_dict(torch.load(path, weights_only=True))

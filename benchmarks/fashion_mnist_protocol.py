@@ -39,17 +39,22 @@ from _common import (  # noqa: E402
 )
 from allcnn import allcnn  # noqa: E402
 
-# method -> (epochs, lr, kwargs); epochs count passes over the remain set, except for the PSG family (forget set)
+# row name -> (method, epochs, lr, kwargs); epochs count passes over the remain set, except for the PSG family
+# (passes over the forget set). "psg" is the setting tuned to the targets on the 20k-image run (see
+# RESULTS.md: phi 4 keeps the remain set, one inner step and one pass keep the cost low); "psg_noisy" is the
+# earlier noisy two-step setting, kept to show what the noise and the smaller phi cost.
 METHOD_SETTINGS = {
-    "finetune": (1, 0.01, {}),
-    "neggrad_plus": (1, 0.01, {"beta": 0.95}),
-    "cf_k": (1, 0.01, {"k": 2}),
-    "eu_k": (2, 0.01, {"k": 2}),
-    "scrub": (2, 0.005, {"msteps": 1}),
-    "boundary_shrink": (5, 1e-3, {"eps": 0.1, "value_range": (0.0, 1.0)}),
-    "psg": (5, 1e-3, {"eps": 0.1, "value_range": (0.0, 1.0), "num_steps": 2, "gamma": 0.5, "lam": 0.1,
-                      "phi": 1.0, "seed": 0}),
+    "finetune": ("finetune", 1, 0.01, {}),
+    "neggrad_plus": ("neggrad_plus", 1, 0.01, {"beta": 0.95}),
+    "cf_k": ("cf_k", 1, 0.01, {"k": 2}),
+    "eu_k": ("eu_k", 2, 0.01, {"k": 2}),
+    "scrub": ("scrub", 2, 0.005, {"msteps": 1}),
+    "boundary_shrink": ("boundary_shrink", 5, 1e-3, {"eps": 0.1, "value_range": (0.0, 1.0)}),
+    "psg_noisy": ("psg", 5, 1e-3, {"eps": 0.1, "value_range": (0.0, 1.0), "num_steps": 2, "gamma": 0.5, "lam": 0.1,
+                                   "phi": 1.0, "seed": 0}),
+    "psg": ("psg", 1, 3e-3, {"eps": 0.1, "value_range": (0.0, 1.0), "num_steps": 1, "phi": 4.0, "seed": 0}),
 }
+ROW_NAMES = {"psg_noisy": "PSG (T=2, gamma 0.5, lambda 0.1, phi 1, 5 passes)", "psg": "PSG (T=1, phi 4, 1 pass)"}
 
 COLUMNS = [
     ("method", "method", ""),
@@ -84,6 +89,9 @@ def parse(argv=None):
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--tag", default=None, help="name of the output files (default from the settings)")
+    p.add_argument("--fresh-retrain", action="store_true",
+                   help="retrain even when a cached retrained model exists, so that the retraining time is measured "
+                        "in the same conditions (machine load) as the methods")
     args = p.parse_args(argv)
     if args.quick:
         args.width, args.train_limit, args.test_limit, args.epochs = 0.0625, 300, 100, 1
@@ -126,7 +134,7 @@ def main(argv=None) -> dict:
     forget_key = f"c{args.forget_class}" + ("" if args.selective is None else f"_sel{args.selective}")
     retrained, re_info, re_cached = cached_model(
         args.cache / f"retrained_w{args.width}_{args.train_limit}_{args.epochs}_{forget_key}.pt", build,
-        trainer(splits["remain"]), {**base, "forget": forget_key},
+        trainer(splits["remain"]), {**base, "forget": forget_key}, refresh=args.fresh_retrain,
     )
     retrain_time = re_info["time_s"]
     rows = []
@@ -140,14 +148,16 @@ def main(argv=None) -> dict:
                          "time_s": retrain_time, "time_frac": 1.0})
             print(rows[-1], flush=True)
             continue
-        epochs, lr, kwargs = METHOD_SETTINGS[name]
+        if name not in METHOD_SETTINGS:
+            raise SystemExit(f"unknown method {name!r}; choose from retrain, {', '.join(METHOD_SETTINGS)}")
+        method, epochs, lr, kwargs = METHOD_SETTINGS[name]
         if args.quick:
             epochs = 1
         torch.manual_seed(args.seed)
-        model, result = run_method(name, original, loaders["forget"], loaders["remain"], epochs=epochs, lr=lr,
+        model, result = run_method(method, original, loaders["forget"], loaders["remain"], epochs=epochs, lr=lr,
                                    evaluate=False, **kwargs)
         row = evaluate_row(model, loaders)
-        rows.append({"method": result.method, **row, "gap": gap_to(row, ref), "time_s": result.time_s,
+        rows.append({"method": ROW_NAMES.get(name, result.method), **row, "gap": gap_to(row, ref), "time_s": result.time_s,
                      "time_frac": result.time_s / retrain_time, "epochs": epochs, "lr": lr,
                      "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}})
         print({k: v for k, v in rows[-1].items() if k != "params"}, flush=True)
@@ -160,8 +170,8 @@ def main(argv=None) -> dict:
         "command": " ".join(sys.argv), "machine": info, "settings": {**base, "forget": forget_key,
         "n_forget": len(splits["forget"]), "n_remain": len(splits["remain"]), "n_test": len(loaders["test"].dataset)},
         "original_cached": orig_cached, "retrained_cached": re_cached, "original_train_time_s": orig_info["time_s"],
-        "retrain_time_s": retrain_time, "method_settings": {k: [v[0], v[1], {a: (list(b) if isinstance(b, tuple) else b)
-        for a, b in v[2].items()}] for k, v in METHOD_SETTINGS.items()}, "rows": rows, "table": table,
+        "retrain_time_s": retrain_time, "method_settings": {k: [v[0], v[1], v[2], {a: (list(b) if isinstance(b, tuple)
+        else b) for a, b in v[3].items()}] for k, v in METHOD_SETTINGS.items()}, "rows": rows, "table": table,
     }
     (args.out / f"{tag}.json").write_text(json.dumps(record, indent=1))
     (args.out / f"{tag}.md").write_text(table + "\n")

@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
     bs = {"forget_acc": accuracy(model, forget), "remain_acc": accuracy(model, remain_eval), "time_s": result.time_s}
     rt = {"forget_acc": accuracy(retrained, forget), "remain_acc": accuracy(retrained, remain_eval)}
     og = {"forget_acc": accuracy(original, forget), "remain_acc": accuracy(original, remain_eval)}
-    tag = args.tag or ("tradeoff_quick" if args.quick else f"tradeoff_w{args.width}")
+    tag = args.tag or ("tradeoff_quick" if args.quick else f"tradeoff_w{args.width}_{args.train_limit}")
     args.out.mkdir(parents=True, exist_ok=True)
     plots = plot(points, bs, rt, og, args.out, tag)
     record = {"command": " ".join(sys.argv), "machine": info, "settings": vars(args) | {"cache": str(args.cache),
@@ -135,9 +135,12 @@ def plot(points, bs, rt, og, out: Path, tag: str) -> list[str]:
                 if p["phi"] == phi:
                     grid[lams.index(p["lambda"]), gammas.index(p["gamma"])] = p[key]
             ax = axes[i][j]
-            im = ax.imshow(grid, origin="lower", cmap="viridis" if key == "remain_acc" else "magma_r", vmin=0, vmax=1)
+            values = [p[key] for p in points]  # one colour scale per row, spread over the values measured
+            low, high = min(values), max(values)
+            low, high = (low - 0.01, high + 0.01) if high - low < 0.02 else (low, high)
+            im = ax.imshow(grid, origin="lower", cmap="viridis" if key == "remain_acc" else "magma_r", vmin=low, vmax=high)
             for (a, b), v in np.ndenumerate(grid):
-                ax.text(b, a, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
+                ax.text(b, a, f"{v:.3f}", ha="center", va="center", color="w", fontsize=8)
             ax.set_xticks(range(len(gammas)), [str(g) for g in gammas])
             ax.set_yticks(range(len(lams)), [str(v) for v in lams])
             ax.set_xlabel("gamma (noise)")
