@@ -53,5 +53,34 @@ class TestBenchmarksQuick(unittest.TestCase):
                     self.assertTrue(Path(png).is_file())
 
 
+class TestDeviceForgettingQuick(unittest.TestCase):
+    def test_device_forgetting_quick(self):
+        """Both tasks (slices, brain) in quick mode: one row per method, finite numbers (needs the volume data)."""
+        import math
+
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "device_forgetting.py"), "--quick", "--out", tmp,
+                   "--cache", str(Path(tmp) / "cache"), "--threads", "1"]  # 2 threads on a busy 2-core CPU ran 8x slower
+            proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+            for task in ("slices", "brain"):
+                data = json.loads((Path(tmp) / f"device_{task}_quick.json").read_text())
+                self.assertTrue((Path(tmp) / f"device_{task}_quick.md").is_file())
+                self.assertIn("machine", data)
+                methods = [r["method"] for r in data["rows"]]
+                self.assertEqual(methods, ["Original", "Retrain", "Fine-tune", "NegGrad+", "CF-k", "EU-k", "SCRUB",
+                                           "Boundary Shrink", "PSG"])
+                for row in data["rows"]:
+                    for key in ("forget_acc", "remain_acc", "test_acc", "test_forget_device_acc", "mia", "mia_std",
+                                "mia_eff_entropy", "gap", "time_s"):
+                        self.assertTrue(math.isfinite(row[key]), (task, row["method"], key, row[key]))
+                self.assertIn("mia_device", data["rows"][0])
+                self.assertGreater(data["settings"]["n_test_forget_device"], 0)
+            slices = json.loads((Path(tmp) / "device_slices_quick.json").read_text())
+            self.assertEqual(slices["settings"]["forget_device"], "pyradiomics_lung2")
+            self.assertIn("pyradiomics_lung1", slices["settings"]["other_sources_of_class"])
+
+
 if __name__ == "__main__":
     unittest.main()
