@@ -106,9 +106,13 @@ def main(argv=None) -> dict:
     info = machine()
     splits = fashion_splits(args.train_limit, args.test_limit, args.forget_class, args.selective, args.seed)
     bs = args.batch_size
+    def step_loaders() -> dict:
+        """Fresh seeded shuffling for each method, so no method's result depends on the ones run before it."""
+        return {"forget": loader(splits["forget"], bs, True, args.seed),
+                "remain": loader(splits["remain"], bs, True, args.seed)}
+
     loaders = {
-        "forget": loader(splits["forget"], bs, True, args.seed),
-        "remain": loader(splits["remain"], bs, True, args.seed),
+        **step_loaders(),
         "remain_eval": loader(sample(splits["remain"], args.remain_eval, args.seed), 256, False),
         "test": loader(splits["test_other"] if args.selective is None else splits["test"], 256, False),
         "test_forget_class": loader(splits["test_forget_class"], 256, False),
@@ -154,7 +158,8 @@ def main(argv=None) -> dict:
         if args.quick:
             epochs = 1
         torch.manual_seed(args.seed)
-        model, result = run_method(method, original, loaders["forget"], loaders["remain"], epochs=epochs, lr=lr,
+        steps = step_loaders()
+        model, result = run_method(method, original, steps["forget"], steps["remain"], epochs=epochs, lr=lr,
                                    evaluate=False, **kwargs)
         row = evaluate_row(model, loaders)
         rows.append({"method": ROW_NAMES.get(name, result.method), **row, "gap": gap_to(row, ref), "time_s": result.time_s,

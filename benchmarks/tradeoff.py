@@ -90,12 +90,15 @@ def main(argv=None) -> dict:
     for gamma, lam, phi in itertools.product(*(
             [float(v) for v in s.split(",")] for s in (args.gammas, args.lambdas, args.phis))):
         torch.manual_seed(args.seed)
+        forget = loader(splits["forget"], 64, True, args.seed)  # the same shuffling for every point of the grid
+        remain = loader(splits["remain"], 64, True, args.seed)
         model, result = run_method("psg", original, forget, remain if phi > 0 else None, epochs=args.unlearn_epochs,
                                    lr=args.unlearn_lr, num_steps=args.num_steps, gamma=gamma, lam=lam, phi=phi,
                                    seed=args.seed, evaluate=False, **common)
         points.append({"gamma": gamma, "lambda": lam, "phi": phi, "forget_acc": accuracy(model, forget),
                        "remain_acc": accuracy(model, remain_eval), "time_s": result.time_s})
         print(points[-1], flush=True)
+    forget = loader(splits["forget"], 64, True, args.seed)
     model, result = run_method("boundary_shrink", original, forget, None, epochs=args.unlearn_epochs,
                                lr=args.unlearn_lr, evaluate=False, **common)
     bs = {"forget_acc": accuracy(model, forget), "remain_acc": accuracy(model, remain_eval), "time_s": result.time_s}
