@@ -87,6 +87,7 @@ METHOD_SETTINGS = {
     "psg": (5, 1e-3, {"eps": 0.1, "value_range": (0.0, 1.0), "num_steps": 2, "gamma": 0.5, "lam": 0.1,
                       "phi": 1.0, "seed": 0}),
 }
+VARIANTS: dict[str, tuple[str, str]] = {}  # row name -> (method, label), for a method run with other settings
 
 COLUMNS = [
     ("method", "method", ""),
@@ -260,11 +261,12 @@ def run_task(task: str, args, info: dict) -> dict:
         if args.quick:
             m_epochs = 1
         torch.manual_seed(args.seed)
-        model, result = run_method(name, original, loader(splits["forget"], bs, True, args.seed),
+        method, label = VARIANTS.get(name, (name, None))
+        model, result = run_method(method, original, loader(splits["forget"], bs, True, args.seed),
                                    loader(splits["remain"], bs, True, args.seed), epochs=m_epochs, lr=lr,
                                    evaluate=False, **kwargs)
         row = evaluate(model)
-        rows.append({"method": result.method, **row, "gap": gap_to(row, ref), "time_s": result.time_s,
+        rows.append({"method": label or result.method, **row, "gap": gap_to(row, ref), "time_s": result.time_s,
                      "time_frac": result.time_s / retrain_time, "epochs": m_epochs, "lr": lr,
                      "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}})
         print(f"[{task}]", {k: v for k, v in rows[-1].items() if k != "params"}, flush=True)

@@ -36,7 +36,8 @@ class TestBenchmarksQuick(unittest.TestCase):
             if script == "fashion_mnist_protocol.py":
                 methods = [r["method"] for r in data["rows"]]
                 self.assertEqual(methods[:2], ["Original", "Retrain"])
-                for name in ("Fine-tune", "NegGrad+", "CF-k", "EU-k", "SCRUB", "Boundary Shrink", "PSG"):
+                for name in ("Fine-tune", "NegGrad+", "CF-k", "EU-k", "SCRUB", "Boundary Shrink",
+                             "PSG (T=1, phi 4, 1 pass)", "PSG (T=2, gamma 0.5, lambda 0.1, phi 1, 5 passes)"):
                     self.assertIn(name, methods)
                 # a second run reuses the cached models
                 proc = subprocess.run(cmd + ["--methods", "retrain"], cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
