@@ -193,6 +193,7 @@ def unlearn(
     momentum: float = 0.9,
     device: torch.device | str | None = None,
     amp: bool = False,
+    channels_last: bool = False,
     prepare_batch: Callable[..., tuple[torch.Tensor, torch.Tensor]] = default_prepare_batch,
     num_classes: int | None = None,
     test_loader: Iterable[Any] | None = None,
@@ -229,6 +230,9 @@ def unlearn(
         momentum: momentum of the default optimizer.
         device: where to run; ``None`` keeps the model's device.
         amp: mixed precision on CUDA.
+        channels_last: keep the model and 4D image batches in ``torch.channels_last`` memory format (often faster
+            for 2D convolutions on GPUs with tensor cores; the numbers are the same up to float rounding). Batches
+            are copied to a CUDA device without blocking the host.
         prepare_batch: batch to ``(image, label)``, called as ``prepare_batch(batch, device, non_blocking)``.
         num_classes: number of classes for per-class reports (``None``: from the logits).
         test_loader: held-out batches for the test accuracy and the membership-inference attack.
@@ -296,7 +300,17 @@ def unlearn(
     device = torch.device(device)
     revised = model if inplace else copy.deepcopy(model)
     revised.to(device)
+    if channels_last:
+        revised.to(memory_format=torch.channels_last)
     reference = frozen_reference(revised)
+    non_blocking = device.type == "cuda"
+
+    def to_device(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = prepare_batch(batch, device, non_blocking)
+        if channels_last and image.ndim == 4:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return image, label
+
     if optimizer is None:
         optimizer = torch.optim.SGD(revised.parameters(), lr=lr, momentum=momentum)
     try:
@@ -373,7 +387,7 @@ def unlearn(
         start = time.perf_counter()
         nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         for batch in forget_loader:
-            forget_image, forget_label = prepare_batch(batch, device, False)
+            forget_image, forget_label = to_device(batch)
             remain_image = remain_label = None
             if remain_iter is not None:
                 remain_batch = next(remain_iter, None)
@@ -382,7 +396,7 @@ def unlearn(
                     remain_batch = next(remain_iter, None)
                     if remain_batch is None:
                         raise ValueError("the remain loader yielded no batches.")
-                remain_image, remain_label = prepare_batch(remain_batch, device, False)
+                remain_image, remain_label = to_device(remain_batch)
             if not checked:
                 validate_first_batch(reference, forget_image, forget_label, "forget", forget_classes)
                 if remain_image is not None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import unittest
 from unittest import mock
@@ -64,6 +67,34 @@ class TestResume(unittest.TestCase):
             self.assertTrue(torch.equal(value, resumed.state_dict()[name]), name)
         self.assertEqual(result.iterations, expected_result.iterations)
         self.assertEqual([h["loss"] for h in result.history], [h["loss"] for h in expected_result.history])
+
+    def test_process_killed_with_sigkill_resumes(self):
+        # a real kill: the child process SIGKILLs itself right after its second checkpoint (no cleanup runs)
+        expected, _ = run()
+        child = (
+            "import os, signal, sys\n"
+            "import monai_unlearn.runner as runner\n"
+            "from monai_unlearn.checkpoint import save_checkpoint\n"
+            "from tests.test_resume import run\n"
+            "calls = []\n"
+            "def save_then_die(*args, **kwargs):\n"
+            "    save_checkpoint(*args, **kwargs)\n"
+            "    calls.append(1)\n"
+            "    if len(calls) == 2:\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "runner.save_checkpoint = save_then_die\n"
+            "run(sys.argv[1])\n"
+        )
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+        with tempfile.TemporaryDirectory() as folder:
+            proc = subprocess.run([sys.executable, "-c", child, folder], env=env, capture_output=True, timeout=300)
+            self.assertEqual(proc.returncode, -signal.SIGKILL, proc.stderr[-2000:])
+            self.assertEqual(load_checkpoint(folder)["passes"], 2)
+            resumed, result = run(folder, resume=True)
+        self.assertEqual(result.epochs, 4)
+        for name, value in expected.state_dict().items():
+            self.assertTrue(torch.equal(value, resumed.state_dict()[name]), name)
 
     def test_resume_without_checkpoint_starts_fresh(self):
         expected, _ = run()

@@ -116,6 +116,21 @@ class TestUnlearnDigits(DigitsCase):
             self.assertTrue(torch.equal(states[0][name], states[1][name]))
 
 
+    def test_channels_last_gives_the_same_weights(self):
+        config = PSGConfig(eps=0.3, phi=1.0, seed=3)
+        states = []
+        for channels_last in (False, True):
+            forget = DataLoader(self.forget_loader.dataset, 32, shuffle=True, generator=torch.Generator().manual_seed(2))
+            remain = DataLoader(self.remain_loader.dataset, 32, shuffle=True, generator=torch.Generator().manual_seed(2))
+            revised, _ = unlearn(self.original, forget, remain, config=config, epochs=2, evaluate=False, progress=False,
+                                 channels_last=channels_last)
+            states.append(revised.state_dict())
+        conv = next(n for n, v in states[1].items() if v.ndim == 4)
+        self.assertTrue(states[1][conv].is_contiguous(memory_format=torch.channels_last))
+        for name in states[0]:
+            self.assertTrue(torch.allclose(states[0][name], states[1][name], atol=1e-4), name)
+
+
 class TestUnlearnBadInput(DigitsCase):
     def test_empty_forget_loader(self):
         empty = DataLoader(TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)), 4)

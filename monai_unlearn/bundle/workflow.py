@@ -46,6 +46,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "unlearn_batch_size": 16,  # per process under torchrun (the multi_gpu_unlearn overlay)
     "unlearn_shuffle": True,  # shuffle the forget and remain sets each pass, seeded by unlearn_params#seed
     "unlearn_num_workers": 0,
+    "unlearn_amp": False,  # mixed precision on CUDA (ignored on CPU)
+    "unlearn_channels_last": False,  # channels_last memory format for 2D images (GPU speed; same numbers)
     "unlearn_keys": {},  # config ids of the bundle's parts, when detection needs help (see layout.KEY_CANDIDATES)
     "unlearn_ckpt": None,  # default: <bundle_root>/models/model.pt
     "unlearn_retrained_ckpt": None,  # optional weights of a model retrained without the forget set
@@ -226,7 +228,8 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
         momentum=float(_setting(parser, "unlearn_momentum")), device=device, num_classes=num_classes,
         test_loader=test_loader, retrained_model=retrained,
         stop_at_forget_accuracy=_setting(parser, "unlearn_stop_at_forget_accuracy"),
-        progress=bool(_setting(parser, "unlearn_progress")), **segmentation_kwargs, **checkpointing,
+        progress=bool(_setting(parser, "unlearn_progress")), amp=bool(_setting(parser, "unlearn_amp")),
+        channels_last=bool(_setting(parser, "unlearn_channels_last")), **segmentation_kwargs, **checkpointing,
     )
     record = result.to_dict()
     record.update(
