@@ -65,6 +65,8 @@ COLUMNS = [
     ("mia", "MIA mean", ".3f"),
     ("mia_std", "MIA std", ".3f"),
     ("mia_eff_entropy", "MIA-eff (entropy)", ".3f"),
+    ("mia_eff_confidence", "MIA-eff (conf.)", ".3f"),
+    ("mia_eff_modified_entropy", "MIA-eff (m-entropy)", ".3f"),
     ("gap", "dist. to retrain", ".3f"),
     ("time_s", "time (s)", ".1f"),
     ("time_frac", "time / retrain", ".3f"),
