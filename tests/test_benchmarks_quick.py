@@ -54,6 +54,22 @@ class TestBenchmarksQuick(unittest.TestCase):
                     self.assertTrue(Path(png).is_file())
 
 
+class TestSelectiveQuick(unittest.TestCase):
+    def test_selective_rows(self):
+        """The selective variant adds the row that stops at the original's held-out accuracy on the class."""
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "fashion_mnist_protocol.py"), "--quick", "--out", tmp,
+                   "--cache", str(Path(tmp) / "cache"), "--selective", "0.5", "--tag", "sel", "--threads", "1",
+                   "--methods", "retrain,psg,psg_heldout_stop"]
+            proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+            rows = json.loads((Path(tmp) / "sel.json").read_text())["rows"]
+            stopped = rows[-1]
+            self.assertEqual(stopped["method"], "PSG (T=1, phi 4, lr 1e-4, stop at held-out accuracy)")
+            self.assertEqual(stopped["params"]["stop_at_forget_accuracy"], rows[0]["test_forget_class_acc"])
+
+
 class TestDeviceForgettingQuick(unittest.TestCase):
     def test_device_forgetting_quick(self):
         """Both tasks (slices, brain) in quick mode: one row per method, finite numbers (needs the volume data)."""
