@@ -109,17 +109,13 @@ def _sharded_sampler(loader: Any) -> Any:
     return sampler if isinstance(sampler, torch.utils.data.DistributedSampler) else None
 
 
-def _all_gather_rows(local: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
-    """Every rank's ``local`` (first dimensions may differ between ranks), on ``device``."""
-    local = local.to(device)
-    count = torch.tensor([local.shape[0]], device=device)
-    counts = [torch.zeros_like(count) for _ in range(world_size())]
-    dist.all_gather(counts, count)
-    padded = torch.zeros((int(max(counts).item()), *local.shape[1:]), dtype=local.dtype, device=device)
-    padded[: local.shape[0]] = local
+def _all_gather_rows(local: torch.Tensor, counts: list[int], device: torch.device) -> torch.Tensor:
+    """Every rank's ``local`` concatenated in rank order; ``counts``: each rank's number of rows."""
+    padded = torch.zeros((max(counts), *local.shape[1:]), dtype=local.dtype, device=device)
+    padded[: local.shape[0]] = local.to(device)
     parts = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(parts, padded)
-    return [part[: int(c.item())] for part, c in zip(parts, counts)]
+    return torch.cat([part[:count] for part, count in zip(parts, counts)])
 
 
 def gather_shards(loader: Any, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -137,13 +133,16 @@ def gather_shards(loader: Any, *tensors: torch.Tensor) -> tuple[torch.Tensor, ..
     total = len(sampler.dataset)
     count = tensors[0].shape[0] if tensors else 0
     indices = torch.as_tensor(list(iter(sampler)), dtype=torch.long)[:count]  # a loader may drop its last batch
-    all_indices = torch.cat(_all_gather_rows(indices, device)).cpu()
+    local_count = torch.tensor([count], device=device)
+    all_counts = [torch.zeros_like(local_count) for _ in range(world_size())]
+    dist.all_gather(all_counts, local_count)
+    counts = [int(c.item()) for c in all_counts]
+    all_indices = _all_gather_rows(indices, counts, device).cpu()
+    seen = torch.zeros(total, dtype=torch.bool)
+    seen[all_indices] = True  # only items some rank evaluated (all, unless a loader dropped its last batch)
     out = []
     for tensor in tensors:
-        values = torch.cat(_all_gather_rows(tensor, device)).to(tensor.device)
         merged = torch.zeros((total, *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
-        merged[all_indices.to(tensor.device)] = values
-        seen = torch.zeros(total, dtype=torch.bool)
-        seen[all_indices] = True
-        out.append(merged[seen.to(tensor.device)])  # only items some rank evaluated (all, unless batches were dropped)
+        merged[all_indices.to(tensor.device)] = _all_gather_rows(tensor, counts, device).to(tensor.device)
+        out.append(merged[seen.to(tensor.device)])
     return tuple(out)

@@ -17,20 +17,20 @@ SCREEN_POLICIES = ("stop", "skip", "off")
 logger = logging.getLogger(__name__)
 
 
-def _load(item: Mapping[str, Any], transform: Callable) -> tuple[str | None, tuple[int, ...] | None]:
-    """The item's problem (``None`` when usable) and its image shape."""
+def _load(item: Mapping[str, Any], transform: Callable) -> tuple[str | None, torch.Tensor | None]:
+    """The item's problem (``None`` when usable) and its (first) preprocessed image."""
     try:
         data = transform(copy.deepcopy(dict(item)))
     except Exception as error:  # any reader or transform failure makes the item unusable
         return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", None
-    shape = None
+    first = None
     for sample in data if isinstance(data, list) else [data]:
         image = sample.get("image") if isinstance(sample, Mapping) else None
         if isinstance(image, torch.Tensor):
-            shape = tuple(image.shape)
+            first = image if first is None else first
             if image.is_floating_point() and not bool(torch.isfinite(image).all()):
-                return "the image contains NaN or infinite values", shape
-    return None, shape
+                return "the image contains NaN or infinite values", image
+    return None, first
 
 
 class ShapeCheck:
@@ -43,14 +43,14 @@ class ShapeCheck:
             raise ValueError(f"match must be 'shape' or 'channels', got {match!r}.")
         self.probe, self.match, self.reference = probe, match, None
 
-    def problem(self, item: Mapping[str, Any], transform: Callable, shape: tuple[int, ...] | None) -> str | None:
-        if shape is None:
+    def problem(self, image: torch.Tensor | None) -> str | None:
+        """Why ``image`` (preprocessed, without batch axis) does not fit the network, or ``None``."""
+        if image is None:
             return None
+        shape = tuple(image.shape)
         if self.reference is None:
-            data = transform(copy.deepcopy(dict(item)))
-            image = (data[0] if isinstance(data, list) else data)["image"]
             try:
-                self.probe(torch.as_tensor(image)[None])
+                self.probe(image.as_subclass(torch.Tensor)[None])
             except Exception as error:
                 return f"the network cannot process an image of shape {shape}: {str(error).splitlines()[0]}"
             self.reference = shape
@@ -90,9 +90,9 @@ def screen_items(
         return list(items), []
     kept, skipped = [], []
     for item in items:
-        problem, shape = _load(item, transform)
+        problem, image = _load(item, transform)
         if problem is None and shapes is not None:
-            problem = shapes.problem(item, transform, shape)
+            problem = shapes.problem(image)
         if problem is None:
             kept.append(item)
             continue

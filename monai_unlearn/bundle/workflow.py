@@ -179,8 +179,9 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
     if not forget_items:
         raise ValueError("every forget item was skipped as unreadable: there is nothing left to unlearn.")
 
+    config = PSGConfig(**dict(_setting(parser, "unlearn_params")))
     shuffle_steps = bool(_setting(parser, "unlearn_shuffle"))
-    shuffle_seed = int(dict(_setting(parser, "unlearn_params")).get("seed") or 0)
+    shuffle_seed = config.seed or 0
 
     def loader(items: list, steps: bool = False, sharded: bool = True) -> DataLoader:
         """Step loaders shuffle; under torchrun every loader is sharded (evenly for steps, so ranks keep in step)."""
@@ -199,8 +200,6 @@ def unlearn_from_parser(parser: ConfigParser) -> dict[str, Any]:
         skipped += skipped_val
         test_loader = loader(val_items) if val_items else None
 
-    params = dict(_setting(parser, "unlearn_params"))
-    config = PSGConfig(**params)
     evaluate_fn = None
     segmentation_kwargs: dict[str, Any] = {}
     if segmentation:

@@ -28,7 +28,6 @@ one ``Image`` per tick: the series volume for a 3D bundle, or its slices one by 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -39,6 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 from monai.utils import optional_import
+
+from monai_unlearn.io import atomic_write_json
 
 Operator, _ = optional_import("monai.deploy.core", name="Operator", as_type="base")
 Image, _ = optional_import("monai.deploy.core", name="Image")
@@ -86,6 +87,15 @@ SLICE_ATTRIBUTES = ("SOPInstanceUID", "InstanceNumber")
 logger = logging.getLogger(__name__)
 
 
+def _files_at(path: Path) -> list[Path]:
+    """The file itself, or every file below the folder, sorted."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    raise FileNotFoundError(f"input path {path} does not exist.")
+
+
 def list_nifti_files(path: str | os.PathLike) -> list[Path]:
     """The NIfTI files at ``path``: the file itself, or every ``.nii`` / ``.nii.gz`` below the folder, sorted.
 
@@ -93,12 +103,7 @@ def list_nifti_files(path: str | os.PathLike) -> list[Path]:
         FileNotFoundError: when ``path`` does not exist or holds no NIfTI file.
     """
     path = Path(path)
-    if path.is_file():
-        files = [path] if str(path).endswith(NIFTI_SUFFIXES) else []
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and str(p).endswith(NIFTI_SUFFIXES))
-    else:
-        raise FileNotFoundError(f"input path {path} does not exist.")
+    files = [p for p in _files_at(path) if str(p).endswith(NIFTI_SUFFIXES)]
     if not files:
         raise FileNotFoundError(f"no NIfTI file ({', '.join(NIFTI_SUFFIXES)}) at {path}.")
     return files
@@ -120,14 +125,7 @@ def list_dicom_files(path: str | os.PathLike) -> list[Path]:
     Raises:
         FileNotFoundError: when ``path`` does not exist.
     """
-    path = Path(path)
-    if path.is_file():
-        candidates = [path]
-    elif path.is_dir():
-        candidates = sorted(p for p in path.rglob("*") if p.is_file())
-    else:
-        raise FileNotFoundError(f"input path {path} does not exist.")
-    return [p for p in candidates if not str(p).endswith(NIFTI_SUFFIXES) and is_dicom_file(p)]
+    return [p for p in _files_at(Path(path)) if not str(p).endswith(NIFTI_SUFFIXES) and is_dicom_file(p)]
 
 
 def detect_input_format(path: str | os.PathLike, input_format: str = "auto") -> str:
@@ -562,7 +560,7 @@ class PredictionWriterOperator(Operator):
         if pred.ndim <= 1:
             self.records[source] = self.classification_record(pred.reshape(-1), bool(message.get("activated")),
                                                               message.get("channel_def"))
-            self._write_json(self.output_folder / PREDICTIONS_FILE, self.records)
+            atomic_write_json(self.records, self.output_folder / PREDICTIONS_FILE)
         else:
             self.records[source] = {"segmentation": str(self.write_label_map(pred, meta, source))}
         logger.info("prediction for %s written", source)
@@ -576,7 +574,7 @@ class PredictionWriterOperator(Operator):
         if SLICE_INDEX_KEY not in meta:  # a 3D bundle: the whole series at once
             if pred.ndim <= 1:
                 record = {**header, **self.classification_record(pred.reshape(-1), activated, channel_def)}
-                self._write_json(self.output_folder / f"{name}.json", record)
+                atomic_write_json(record, self.output_folder / f"{name}.json")
             else:
                 self.write_label_map(pred, meta, uid, name=name)
             logger.info("prediction for DICOM series %s written", uid)
@@ -595,7 +593,7 @@ class PredictionWriterOperator(Operator):
         del self._pending[uid]
         if isinstance(ordered[0], dict):
             record = {**header, "slices": ordered, "summary": self.series_summary(ordered, channel_def)}
-            self._write_json(self.output_folder / f"{name}.json", record)
+            atomic_write_json(record, self.output_folder / f"{name}.json")
         else:
             affine = np.asarray(meta.get(SERIES_AFFINE_KEY, np.eye(4)), dtype=np.float64)
             self._save_labels(np.stack(ordered, -1), affine, self.output_folder / f"{name}_seg.nii.gz")
@@ -655,13 +653,6 @@ class PredictionWriterOperator(Operator):
 
         nib.save(nib.Nifti1Image(np.asarray(labels).astype(np.uint8), affine), str(path))
         return path
-
-    @staticmethod
-    def _write_json(path: Path, obj: Any) -> None:
-        """Write ``obj`` as JSON through a temporary file, so that ``path`` is never half written."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(obj, indent=2))
-        os.replace(tmp, path)
 
 
 def _json_value(value: Any) -> Any:

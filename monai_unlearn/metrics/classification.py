@@ -83,8 +83,7 @@ def collect_outputs(
     if not logits_parts:
         raise ValueError("the loader yielded no batches: there is nothing to evaluate.")
     # under torchrun a sharded loader gives this rank part of the data: every rank gets all of it back
-    logits, labels = gather_shards(loader, torch.cat(logits_parts), torch.cat(label_parts))
-    return logits, labels
+    return gather_shards(loader, torch.cat(logits_parts), torch.cat(label_parts))
 
 
 def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
