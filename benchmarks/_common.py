@@ -136,6 +136,34 @@ def gap_to(row: dict[str, Any], ref: dict[str, Any], keys=("forget_acc", "remain
     return float(np.mean([abs(row[k] - ref[k]) for k in keys if row.get(k) is not None and ref.get(k) is not None]))
 
 
+# columns every benchmark table shares: the attacks after the accuracies, then distance and time
+MIA_COLUMNS = [
+    ("mia", "MIA mean", ".3f"),
+    ("mia_std", "MIA std", ".3f"),
+    ("mia_eff_entropy", "MIA-eff (entropy)", ".3f"),
+    ("mia_eff_confidence", "MIA-eff (conf.)", ".3f"),
+    ("mia_eff_modified_entropy", "MIA-eff (m-entropy)", ".3f"),
+]
+COST_COLUMNS = [
+    ("gap", "dist. to retrain", ".3f"),
+    ("time_s", "time (s)", ".1f"),
+    ("time_frac", "time / retrain", ".3f"),
+]
+
+
+def retrain_row(ref: dict[str, Any], retrain_time: float, cached: bool) -> dict[str, Any]:
+    """The retrained model's table row (the reference of the distance and time columns)."""
+    return {"method": "Retrain" + (" (cached)" if cached else ""), **ref, "gap": 0.0, "time_s": retrain_time,
+            "time_frac": 1.0}
+
+
+def method_row(label: str, row: dict[str, Any], ref: dict[str, Any], time_s: float, retrain_time: float,
+               epochs: int, lr: float, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """One method's table row: its evaluation, distance to retrain, time, and the settings it ran with."""
+    return {"method": label, **row, "gap": gap_to(row, ref), "time_s": time_s, "time_frac": time_s / retrain_time,
+            "epochs": epochs, "lr": lr, "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}}
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
     """``columns``: (key, header, format)."""
     lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
@@ -156,5 +184,5 @@ def timed(fn, *args, **kwargs):
 
 __all__ = [
     "DEFAULT_CACHE", "RESULTS", "machine", "fashion_splits", "loader", "sample", "cached_model", "evaluate_row",
-    "gap_to", "markdown_table", "timed", "run_method",
+    "gap_to", "markdown_table", "timed", "run_method", "MIA_COLUMNS", "COST_COLUMNS", "retrain_row", "method_row",
 ]

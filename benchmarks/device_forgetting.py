@@ -43,7 +43,9 @@ from torch.utils.data import TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    COST_COLUMNS,
     DEFAULT_CACHE,
+    MIA_COLUMNS,
     RESULTS,
     cached_model,
     evaluate_row,
@@ -51,6 +53,8 @@ from _common import (  # noqa: E402
     loader,
     machine,
     markdown_table,
+    method_row,
+    retrain_row,
     run_method,
     sample,
 )
@@ -87,7 +91,6 @@ METHOD_SETTINGS = {
     "psg": (5, 1e-3, {"eps": 0.1, "value_range": (0.0, 1.0), "num_steps": 2, "gamma": 0.5, "lam": 0.1,
                       "phi": 1.0, "seed": 0}),
 }
-VARIANTS: dict[str, tuple[str, str]] = {}  # row name -> (method, label), for a method run with other settings
 
 COLUMNS = [
     ("method", "method", ""),
@@ -95,15 +98,9 @@ COLUMNS = [
     ("remain_acc", "remain acc", ".3f"),
     ("test_acc", "test acc (kept devices)", ".3f"),
     ("test_forget_device_acc", "test acc (forget device)", ".3f"),
-    ("mia", "MIA mean", ".3f"),
-    ("mia_std", "MIA std", ".3f"),
-    ("mia_eff_entropy", "MIA-eff (entropy)", ".3f"),
-    ("mia_eff_confidence", "MIA-eff (conf.)", ".3f"),
-    ("mia_eff_modified_entropy", "MIA-eff (m-entropy)", ".3f"),
+    *MIA_COLUMNS,
     ("mia_device", "MIA vs forget-device test", ".3f"),
-    ("gap", "dist. to retrain", ".3f"),
-    ("time_s", "time (s)", ".1f"),
-    ("time_frac", "time / retrain", ".3f"),
+    *COST_COLUMNS,
 ]
 
 
@@ -255,22 +252,18 @@ def run_task(task: str, args, info: dict) -> dict:
     ref = evaluate(retrained)
     for name in [m for m in args.methods.split(",") if m]:
         if name == "retrain":
-            rows.append({"method": "Retrain" + (" (cached)" if re_cached else ""), **ref, "gap": 0.0,
-                         "time_s": retrain_time, "time_frac": 1.0})
+            rows.append(retrain_row(ref, retrain_time, re_cached))
             print(f"[{task}]", rows[-1], flush=True)
             continue
         m_epochs, lr, kwargs = METHOD_SETTINGS[name]
         if args.quick:
             m_epochs = 1
         torch.manual_seed(args.seed)
-        method, label = VARIANTS.get(name, (name, None))
-        model, result = run_method(method, original, loader(splits["forget"], bs, True, args.seed),
+        model, result = run_method(name, original, loader(splits["forget"], bs, True, args.seed),
                                    loader(splits["remain"], bs, True, args.seed), epochs=m_epochs, lr=lr,
                                    evaluate=False, **kwargs)
         row = evaluate(model)
-        rows.append({"method": label or result.method, **row, "gap": gap_to(row, ref), "time_s": result.time_s,
-                     "time_frac": result.time_s / retrain_time, "epochs": m_epochs, "lr": lr,
-                     "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}})
+        rows.append(method_row(result.method, row, ref, result.time_s, retrain_time, m_epochs, lr, kwargs))
         print(f"[{task}]", {k: v for k, v in rows[-1].items() if k != "params"}, flush=True)
     rows[0]["gap"] = gap_to(rows[0], ref)
 

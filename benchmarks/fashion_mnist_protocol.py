@@ -25,7 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    COST_COLUMNS,
     DEFAULT_CACHE,
+    MIA_COLUMNS,
     RESULTS,
     cached_model,
     evaluate_row,
@@ -34,6 +36,8 @@ from _common import (  # noqa: E402
     loader,
     machine,
     markdown_table,
+    method_row,
+    retrain_row,
     run_method,
     sample,
 )
@@ -69,14 +73,8 @@ COLUMNS = [
     ("remain_acc", "remain acc", ".3f"),
     ("test_acc", "test acc (kept classes)", ".3f"),
     ("test_forget_class_acc", "test acc (forget class)", ".3f"),
-    ("mia", "MIA mean", ".3f"),
-    ("mia_std", "MIA std", ".3f"),
-    ("mia_eff_entropy", "MIA-eff (entropy)", ".3f"),
-    ("mia_eff_confidence", "MIA-eff (conf.)", ".3f"),
-    ("mia_eff_modified_entropy", "MIA-eff (m-entropy)", ".3f"),
-    ("gap", "dist. to retrain", ".3f"),
-    ("time_s", "time (s)", ".1f"),
-    ("time_frac", "time / retrain", ".3f"),
+    *MIA_COLUMNS,
+    *COST_COLUMNS,
 ]
 
 
@@ -162,8 +160,7 @@ def main(argv=None) -> dict:
     heldout_accuracy = rows[0]["test_forget_class_acc"]
     for name in methods:
         if name == "retrain":
-            rows.append({"method": "Retrain" + (" (cached)" if re_cached else ""), **ref, "gap": 0.0,
-                         "time_s": retrain_time, "time_frac": 1.0})
+            rows.append(retrain_row(ref, retrain_time, re_cached))
             print(rows[-1], flush=True)
             continue
         if name not in METHOD_SETTINGS:
@@ -178,9 +175,8 @@ def main(argv=None) -> dict:
         model, result = run_method(method, original, steps["forget"], steps["remain"], epochs=epochs, lr=lr,
                                    evaluate=False, **kwargs)
         row = evaluate_row(model, loaders)
-        rows.append({"method": ROW_NAMES.get(name, result.method), **row, "gap": gap_to(row, ref), "time_s": result.time_s,
-                     "time_frac": result.time_s / retrain_time, "epochs": epochs, "lr": lr,
-                     "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}})
+        rows.append(method_row(ROW_NAMES.get(name, result.method), row, ref, result.time_s, retrain_time, epochs, lr,
+                               kwargs))
         print({k: v for k, v in rows[-1].items() if k != "params"}, flush=True)
     rows[0]["gap"] = gap_to(rows[0], ref)
 
