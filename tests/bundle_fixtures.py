@@ -31,6 +31,22 @@ TRANSFORMS = [
 ]
 
 
+def overlay_parser(bundle: str, config: str = "train.json", **overrides):
+    """The merged config ``monai.bundle run unlearn`` builds: the bundle's ``config`` with the unlearn overlay, its
+    metadata and ``bundle_root``, quiet, eps 0.3, then ``overrides`` (config ids, ``#`` for nested keys)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([os.path.join(bundle, "configs", config), UNLEARN_CONFIG])
+    parser.read_meta(os.path.join(bundle, "configs", "metadata.json"))
+    parser["bundle_root"] = bundle
+    overrides.setdefault("unlearn_progress", False)
+    overrides.setdefault("unlearn_params#eps", 0.3)
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser
+
+
 def make_images(root: str, per_class_device: int = 8, seed: int = 0) -> list[dict]:
     """Write small ``.npy`` images: each class a bright square in its own place, each device its own contrast."""
     rng = np.random.default_rng(seed)

@@ -18,6 +18,7 @@ from monai_unlearn.core import ForgetSelectionError
 from tests.bundle_fixtures import (
     UNLEARN_CONFIG,
     make_images,
+    overlay_parser,
     split,
     tree_digest,
     write_json_zoo_bundle,
@@ -43,15 +44,7 @@ class BundleCase(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def parser(self, bundle: str, config: str = "train.json", **overrides) -> ConfigParser:
-        parser = ConfigParser()
-        parser.read_config([os.path.join(bundle, "configs", config), UNLEARN_CONFIG])
-        parser.read_meta(os.path.join(bundle, "configs", "metadata.json"))
-        parser["bundle_root"] = bundle
-        overrides.setdefault("unlearn_progress", False)
-        overrides.setdefault("unlearn_params#eps", 0.3)
-        for key, value in overrides.items():
-            parser[key] = value
-        return parser
+        return overlay_parser(bundle, config, **overrides)
 
     def out(self, name: str) -> str:
         return os.path.join(self.tmp, "outputs", name)

@@ -16,6 +16,7 @@ from monai.bundle import ConfigParser
 
 from monai_unlearn.bundle import unlearn_from_parser
 from monai_unlearn.bundle.workflow import is_segmentation_datalist, select_segmentation_forget
+from tests.bundle_fixtures import overlay_parser
 from tests.segmentation_fixtures import (
     SEG_CLASSES,
     UNLEARN_CONFIG,
@@ -42,17 +43,9 @@ class SegmentationBundleCase(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def parser(self, **overrides) -> ConfigParser:
-        parser = ConfigParser()
-        parser.read_config([os.path.join(self.bundle, "configs", "train.json"), UNLEARN_CONFIG])
-        parser.read_meta(os.path.join(self.bundle, "configs", "metadata.json"))
-        parser["bundle_root"] = self.bundle
-        overrides.setdefault("unlearn_progress", False)
         overrides.setdefault("unlearn_epochs", 3)
         overrides.setdefault("unlearn_batch_size", 2)
-        overrides.setdefault("unlearn_params#eps", 0.3)
-        for key, value in overrides.items():
-            parser[key] = value
-        return parser
+        return overlay_parser(self.bundle, **overrides)
 
     def out(self, name: str) -> str:
         return os.path.join(self.tmp, "outputs", name)
