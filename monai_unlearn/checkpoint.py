@@ -1,21 +1,22 @@
-"""Checkpoints of an unlearning run, so a long run can stop and resume to the same result."""
+"""Checkpoint files of an unlearning run: finding the latest one, reading it safely, recognising the original."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
-import io
 import os
-from collections.abc import Mapping
+import re
 from typing import Any
 
 import torch
 
-from monai_unlearn.io import atomic_write_bytes
+__all__ = ["CHECKPOINT_PREFIX", "FORMAT", "checkpoint_path", "latest_checkpoint", "load_checkpoint", "loader_generator",
+           "state_dict_sha256"]
 
-__all__ = ["CHECKPOINT_NAME", "state_dict_sha256", "save_checkpoint", "load_checkpoint", "loader_generator"]
-
-CHECKPOINT_NAME = "unlearning_checkpoint.pt"
-FORMAT = 1
+#: ``UnlearningCheckpointHandler`` writes ``<folder>/unlearning_checkpoint_<pass>.pt`` (ignite's ``Checkpoint``).
+CHECKPOINT_PREFIX = "unlearning"
+FORMAT = 2
+_PATTERN = re.compile(rf"^{CHECKPOINT_PREFIX}_checkpoint_(\d+)\.pt$")
 
 
 def state_dict_sha256(module: torch.nn.Module) -> str:
@@ -36,29 +37,38 @@ def loader_generator(loader: Any) -> torch.Generator | None:
     return generator if isinstance(generator, torch.Generator) else None
 
 
-def save_checkpoint(folder: str, state: Mapping[str, Any]) -> str:
-    """Write ``state`` to ``folder/unlearning_checkpoint.pt`` atomically (a crash never leaves half a file)."""
-    os.makedirs(folder, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT, **state}, buffer)
-    path = os.path.join(folder, CHECKPOINT_NAME)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+def checkpoint_path(folder: str, passes: int) -> str:
+    """Where the checkpoint written after ``passes`` passes lies."""
+    return os.path.join(folder, f"{CHECKPOINT_PREFIX}_checkpoint_{int(passes)}.pt")
+
+
+def latest_checkpoint(folder: str) -> str | None:
+    """The path of the checkpoint with the most passes in ``folder``, or ``None`` when there is none."""
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(folder), f"{CHECKPOINT_PREFIX}_checkpoint_*.pt")):
+        match = _PATTERN.match(os.path.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
 
 
 def load_checkpoint(folder: str) -> dict[str, Any] | None:
-    """The checkpoint in ``folder`` (loaded with ``weights_only=True``), or ``None`` when there is none.
+    """The latest checkpoint in ``folder`` (loaded with ``weights_only=True``), or ``None`` when there is none.
+
+    Returns:
+        ``{"network", "optimizer", "run", "checkpointer"}``: the state dicts ignite's ``Checkpoint`` saved;
+        ``run`` holds the unlearning state (``passes``, generators, history, the original model's hash, ...).
 
     Raises:
         ValueError: when the file is unreadable or of another format.
     """
-    path = os.path.join(folder, CHECKPOINT_NAME)
-    if not os.path.isfile(path):
+    path = latest_checkpoint(folder)
+    if path is None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"cannot read the unlearning checkpoint {path}: {error}") from error
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or not isinstance(state.get("run"), dict) or state["run"].get("format") != FORMAT:
         raise ValueError(f"{path} is not an unlearning checkpoint of format {FORMAT}.")
     return state

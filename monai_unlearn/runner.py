@@ -1,63 +1,54 @@
-"""The Python entry point: unlearn a forget set from a trained model in one call, with evidence."""
+"""The Python entry point: unlearn a forget set from a trained model in one call, with evidence.
+
+``unlearn`` assembles the one unlearning loop (``UnlearningTrainer``) with its default handlers, runs it and
+returns the revised model with its record; the bundle workflow assembles the same parts from a config.
+"""
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from monai.utils import optional_import
 
-from monai_unlearn.checkpoint import load_checkpoint, loader_generator, save_checkpoint, state_dict_sha256
-from monai_unlearn.core.batch import default_prepare_batch, label_index_for_image
+from monai_unlearn.core.batch import default_prepare_batch
 from monai_unlearn.core.boundary_search import frozen_reference
-from monai_unlearn.core.config import PSGConfig
-from monai_unlearn.core.unlearner import PSGUnlearner, check_labels
-from monai_unlearn.distributed import is_distributed, is_writer
-from monai_unlearn.metrics.evaluation import evaluate_unlearning, summary_rows
+from monai_unlearn.core.checks import IGNORE_INDEX, class_mask, validate_first_batch
+from monai_unlearn.core.config import PSGConfig, method_name
+from monai_unlearn.distributed import is_distributed
+from monai_unlearn.engines.unlearning_trainer import UnlearningTrainer
+from monai_unlearn.handlers.forget_score_handler import ForgetScoreHandler
+from monai_unlearn.handlers.forget_target_stopper import ForgetTargetStopper
+from monai_unlearn.handlers.unlearning_checkpoint_handler import UnlearningCheckpointHandler
+from monai_unlearn.handlers.unlearning_history_handler import UnlearningHistoryHandler
+from monai_unlearn.handlers.unlearning_metrics_handler import UnlearningMetricsHandler
+from monai_unlearn.metrics.evaluation import evaluate_unlearning
+from monai_unlearn.metrics.headline import forget_score, format_table, headline_rows
 from monai_unlearn.metrics.retrain_gap import retrain_gap
-from monai_unlearn.metrics.segmentation import evaluate_segmentation, is_segmentation_evaluation, segmentation_summary_rows
+from monai_unlearn.metrics.segmentation import evaluate_segmentation
+
+ProgressBar, has_progress_bar = optional_import("ignite.handlers", name="ProgressBar")
 
 __all__ = [
     "UnlearningResult",
     "unlearn",
     "method_name",
-    "cycle",
+    "optimizer_record",
     "validate_first_batch",
     "format_table",
     "headline_rows",
     "forget_score",
     "class_mask",
+    "IGNORE_INDEX",
     "TASKS",
 ]
 
 #: the tasks ``unlearn`` evaluates: accuracy for classification, Dice for segmentation.
 TASKS = ("classification", "segmentation")
-#: the label value cross-entropy ignores (PyTorch's default ``ignore_index``).
-IGNORE_INDEX = -100
-
-
-def headline_rows(evaluation: dict[str, Any]) -> dict[str, float | None]:
-    """The headline numbers of an evaluation: ``summary_rows`` (accuracy) or ``segmentation_summary_rows`` (Dice)."""
-    if is_segmentation_evaluation(evaluation):
-        return segmentation_summary_rows(evaluation)
-    return summary_rows(evaluation)
-
-
-def forget_score(evaluation: dict[str, Any]) -> float | None:
-    """The forget-set score a stopping rule compares: forget accuracy, or the forget Dice for segmentation."""
-    rows = headline_rows(evaluation)
-    return rows.get("forget_acc", rows.get("forget_dice"))
-
-
-def class_mask(label_index: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Boolean mask of the elements of ``label_index`` whose class is one of ``classes`` (on the same device)."""
-    return torch.isin(label_index, classes)
 
 logger = logging.getLogger(__name__)
 
@@ -106,82 +97,6 @@ class UnlearningResult:
         return format_table(rows)
 
 
-def format_table(rows: dict[str, dict[str, float | None]]) -> str:
-    """Format ``{row name: {column: value}}`` as an aligned text table (``-`` for missing values)."""
-    if not rows:
-        return ""
-    columns = list(next(iter(rows.values())))
-    width = max(len(name) for name in rows) + 2
-    cell = {c: max(11, len(c) + 2) for c in columns}
-    lines = ["".ljust(width) + "".join(c.rjust(cell[c]) for c in columns)]
-    for name, values in rows.items():
-        cells = "".join(("-" if values.get(c) is None else f"{values[c]:.3f}").rjust(cell[c]) for c in columns)
-        lines.append(name.ljust(width) + cells)
-    return "\n".join(lines)
-
-
-def method_name(config: PSGConfig) -> str:
-    """``"Boundary Shrink"`` for the one-step, noise-free, proximity-free special case, else ``"PSG"``."""
-    plain = config.num_steps == 1 and config.gamma == 0 and config.lam == 0 and config.phi == 0
-    return "Boundary Shrink" if plain and config.first_step_size == config.eps and config.target == "hard" else "PSG"
-
-
-def cycle(loader: Iterable[Any]) -> Iterator[Any]:
-    """Iterate ``loader`` forever, starting a new pass (and a new shuffle) whenever one ends."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("the remain loader yielded no batches.")
-
-
-def validate_first_batch(
-    reference: torch.nn.Module,
-    image: torch.Tensor,
-    label: torch.Tensor,
-    what: str,
-    forget_classes: Sequence[int] | None = None,
-) -> None:
-    """Check once, before the loop, that a batch fits the network: its shape, and labels within the classes.
-
-    For segmentation outputs ``(B, C, *S)`` the label map must have the output's spatial shape, and any
-    ``forget_classes`` must be classes the network outputs.
-
-    Raises:
-        ValueError: naming the batch (``what``) and the problem.
-    """
-    try:
-        with torch.no_grad():
-            logits = reference(image[:2])
-    except RuntimeError as error:
-        raise ValueError(
-            f"the network cannot process the {what} images of shape {tuple(image.shape)}: {error}"
-        ) from error
-    if label.shape[0] != image.shape[0]:
-        raise ValueError(f"{what} batch has {image.shape[0]} images but {label.shape[0]} labels.")
-    if not bool(torch.isfinite(image).all()):
-        raise ValueError(f"the {what} images contain NaN or infinite values; fix or drop those images.")
-    if isinstance(logits, (tuple, list)):
-        logits = logits[0]
-    num_classes = logits.shape[1]
-    if forget_classes is not None:
-        bad = [int(c) for c in forget_classes if not 0 <= int(c) < num_classes]
-        if bad:
-            raise ValueError(
-                f"cannot forget class(es) {bad}: the network outputs {num_classes} classes (0..{num_classes - 1})."
-            )
-    label_index = label_index_for_image(label, image)
-    if logits.ndim > 2 and tuple(label_index.shape[1:]) != tuple(logits.shape[2:]):
-        raise ValueError(
-            f"the {what} label maps have spatial shape {tuple(label_index.shape[1:])} (labels {tuple(label.shape)}), "
-            f"which does not match the images' {tuple(image.shape[2:])} / the network output's "
-            f"{tuple(logits.shape[2:])}: each label map must have its image's size."
-        )
-    check_labels(logits, label_index, what=f"{what} labels")
-
-
 def unlearn(
     model: torch.nn.Module,
     forget_loader: Iterable[Any],
@@ -213,8 +128,12 @@ def unlearn(
 ) -> tuple[torch.nn.Module, UnlearningResult]:
     """Unlearn the forget set from ``model`` with PSG and return the revised model and its record.
 
-    Runs ``epochs`` passes over ``forget_loader``; each forget batch is paired with the next remain batch
-    (the remain loader is cycled) when ``config.phi > 0``. Before and after, the model is evaluated on the
+    Builds an ``UnlearningTrainer`` with the default handlers and runs it: ``UnlearningHistoryHandler`` (per-pass
+    record and checks), ``UnlearningMetricsHandler`` (evaluation before and after), ``ForgetScoreHandler`` with
+    ``ForgetTargetStopper`` (when ``stop_at_forget_accuracy`` is set), ``UnlearningCheckpointHandler`` (with a
+    ``checkpoint_dir``) and ignite's ``ProgressBar``. Runs ``epochs`` passes over ``forget_loader``; each forget
+    batch is paired with the next remain batch when ``config.phi > 0`` (a fresh remain pass with every forget
+    pass). Before and after, the model is evaluated on the
     forget, remain and test loaders, with the membership-inference score of the forget set against the test
     set; a ``retrained_model`` (trained without the forget set) is evaluated the same way and the gap reported.
 
@@ -295,37 +214,24 @@ def unlearn(
         raise ValueError("config.phi > 0 needs a remain_loader; pass one or set phi=0.")
     if optimizer is not None and not inplace:
         raise ValueError("an optimizer is bound to the model's parameters: pass inplace=True with it.")
-    if device is None:
-        device = next(model.parameters()).device
-    device = torch.device(device)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume needs the checkpoint_dir of the interrupted run.")
+    checkpointer = (UnlearningCheckpointHandler(checkpoint_dir, checkpoint_every, resume)
+                    if checkpoint_dir is not None else None)
+    if hasattr(forget_loader, "__len__") and len(forget_loader) == 0:  # type: ignore[arg-type]
+        raise ValueError("the forget loader is empty: there is nothing to unlearn.")
+    device = torch.device(device if device is not None else next(model.parameters()).device)
     revised = model if inplace else copy.deepcopy(model)
     revised.to(device)
     if channels_last:
         revised.to(memory_format=torch.channels_last)
     reference = frozen_reference(revised)
-    non_blocking = device.type == "cuda"
-
-    def to_device(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = prepare_batch(batch, device, non_blocking)
-        if channels_last and image.ndim == 4:
-            image = image.contiguous(memory_format=torch.channels_last)
-        return image, label
-
     if optimizer is None:
         optimizer = torch.optim.SGD(revised.parameters(), lr=lr, momentum=momentum)
-    try:
-        num_batches = len(forget_loader)  # type: ignore[arg-type]
-    except TypeError:
-        num_batches = None
-    if num_batches == 0:
-        raise ValueError("the forget loader is empty: there is nothing to unlearn.")
-    total = None if num_batches is None else num_batches * epochs
-    distributed = is_distributed()
     trained = revised
-    if distributed:  # each rank searches and steps on its own shard; DDP averages the gradients
+    if is_distributed():  # each rank searches and steps on its own shard; DDP averages the gradients
         device_ids = [device.index] if device.type == "cuda" else None
         trained = torch.nn.parallel.DistributedDataParallel(revised, device_ids=device_ids)
-    unlearner = PSGUnlearner(trained, optimizer, config, reference=reference, amp=amp, total_iterations=total)
 
     def _evaluate(net: torch.nn.Module) -> dict[str, Any]:
         if evaluate_fn is not None:
@@ -339,157 +245,60 @@ def unlearn(
             net, forget_loader, remain_loader, test_loader, num_classes, device, prepare_batch, amp
         )
 
-    classes_tensor = None if forget_classes is None else torch.as_tensor(forget_classes, device=device)
+    def _forget_score(net: torch.nn.Module) -> float:
+        if task == "segmentation":
+            return forget_score(evaluate_segmentation(net, forget_loader, None, None, num_classes, device,
+                                                      prepare_batch, amp, forget_classes=forget_classes,
+                                                      roi_size=roi_size))
+        return evaluate_unlearning(net, forget_loader, None, None, num_classes, device, prepare_batch, amp)[
+            "forget"]["accuracy"]
 
-    if task == "segmentation":  # fail early, before any evaluation, on label maps or classes that do not fit
-        first_image, first_label = prepare_batch(next(iter(forget_loader)), device, False)
-        validate_first_batch(reference, first_image, first_label, "forget", forget_classes)
-    before = _evaluate(reference) if evaluate else None
-    retrained = _evaluate(retrained_model.to(device)) if (evaluate and retrained_model is not None) else None
+    history = UnlearningHistoryHandler()
+    metrics = UnlearningMetricsHandler(forget_loader, interval=None, evaluate_fn=_evaluate, network=revised,
+                                       retrained_network=retrained_model)
+    handlers: list[Any] = [history]  # first: its pass timing must not include the evaluations at epoch end
+    if evaluate:
+        handlers.append(metrics)  # before the checkpoint handler: the original is evaluated before a resume
+    if stop_at_forget_accuracy is not None:
+        handlers += [ForgetScoreHandler(_forget_score, network=revised),
+                     ForgetTargetStopper(stop_at_forget_accuracy, metric_name="forget_accuracy")]
+    if checkpointer is not None:
+        checkpointer.history, checkpointer.network = history, revised
+        handlers.append(checkpointer)
+    trainer = UnlearningTrainer(
+        device=device, max_epochs=epochs, forget_data_loader=forget_loader, network=trained, optimizer=optimizer,
+        config=config, remain_data_loader=remain_loader, reference=reference, non_blocking=device.type == "cuda",
+        prepare_batch=prepare_batch, amp=amp, decollate=False, train_handlers=handlers,
+        forget_classes=forget_classes, remain_ignore_forget_classes=remain_ignore_forget_classes,
+        channels_last=channels_last,
+        check_at_start=task == "segmentation",  # label maps that do not fit fail before any evaluation
+    )
+    if progress and has_progress_bar:
+        ProgressBar(persist=False, desc="unlearning").attach(trainer)
+    trainer.run()
 
-    history: list[dict[str, float]] = []
-    checked = False
-    elapsed = 0.0
-    epochs_run = 0
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}.")
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume needs the checkpoint_dir of the interrupted run.")
-    original_sha = state_dict_sha256(reference) if checkpoint_dir is not None else None
-    generators = {"forget": loader_generator(forget_loader), "remain": loader_generator(remain_loader)}
-    saved = load_checkpoint(checkpoint_dir) if resume else None
-    if saved is not None:
-        if saved["reference_sha256"] != original_sha:
-            raise ValueError(f"the checkpoint in {checkpoint_dir} was made from another original model; "
-                             "start a new run or point checkpoint_dir elsewhere.")
-        if saved["config"] != config.to_dict():
-            raise ValueError(f"the checkpoint in {checkpoint_dir} used other PSG parameters: {saved['config']}.")
-        revised.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        unlearner.iteration = saved["iteration"]
-        unlearner.search.restore_generator_state(saved["search_generator"], device)
-        torch.set_rng_state(saved["torch_rng"])
-        for name, generator in generators.items():
-            if generator is not None and saved["loader_generators"].get(name) is not None:
-                generator.set_state(saved["loader_generators"][name])
-        history, elapsed, epochs_run = list(saved["history"]), float(saved["elapsed"]), int(saved["passes"])
-        checked = True
-        logger.info("resuming from pass %d of %d (%s)", epochs_run, epochs, checkpoint_dir)
-    bar = tqdm(total=total, initial=0 if total is None else min(total, epochs_run * (num_batches or 0)),
-               desc="unlearning", unit="it", disable=not progress)
-    for epoch in range(epochs_run, epochs):
-        for sharded in (forget_loader, remain_loader):  # DistributedSamplers shuffle anew each pass
-            if hasattr(getattr(sharded, "sampler", None), "set_epoch"):
-                sharded.sampler.set_epoch(epoch)
-        remain_iter = iter(remain_loader) if config.phi > 0 else None  # a fresh remain pass with each forget pass
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
-        start = time.perf_counter()
-        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        for batch in forget_loader:
-            forget_image, forget_label = to_device(batch)
-            remain_image = remain_label = None
-            if remain_iter is not None:
-                remain_batch = next(remain_iter, None)
-                if remain_batch is None:  # the remain set is smaller than the forget set: start it again
-                    remain_iter = iter(remain_loader)
-                    remain_batch = next(remain_iter, None)
-                    if remain_batch is None:
-                        raise ValueError("the remain loader yielded no batches.")
-                remain_image, remain_label = to_device(remain_batch)
-            if not checked:
-                validate_first_batch(reference, forget_image, forget_label, "forget", forget_classes)
-                if remain_image is not None:
-                    validate_first_batch(reference, remain_image, remain_label, "remain")
-                checked = True
-            forget_mask = None
-            if classes_tensor is not None:
-                forget_label = label_index_for_image(forget_label, forget_image)
-                forget_mask = class_mask(forget_label, classes_tensor)
-                if remain_label is not None and remain_ignore_forget_classes:
-                    remain_label = label_index_for_image(remain_label, remain_image)
-                    remain_label = remain_label.masked_fill(class_mask(remain_label, classes_tensor), IGNORE_INDEX)
-            nonfinite = nonfinite | ~torch.isfinite(forget_image).all()  # stays on the device: no sync here
-            if remain_image is not None:
-                nonfinite = nonfinite | ~torch.isfinite(remain_image).all()
-            out = unlearner.step(forget_image, forget_label, remain_image, remain_label, forget_mask)
-            for key in ("loss", "forget_loss", "remain_loss", "flip_rate"):
-                sums[key] = sums.get(key, 0.0) + out[key]
-            count += 1
-            bar.update(1)
-        if count == 0:
-            raise ValueError("the forget loader yielded no batches: there is nothing to unlearn.")
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed += time.perf_counter() - start
-        epochs_run = epoch + 1
-        if distributed:  # pass means over all ranks, and any rank's non-finite input stops every rank
-            stacked = torch.stack([torch.as_tensor(sums[k], device=device, dtype=torch.float32) / count for k in sums])
-            torch.distributed.all_reduce(stacked)
-            sums = dict(zip(sums, stacked / torch.distributed.get_world_size()))
-            flag = nonfinite.to(torch.float32)
-            torch.distributed.all_reduce(flag)
-            nonfinite, count = flag > 0, 1
-        record = {"epoch": epochs_run, **{k: float(v) / count for k, v in sums.items()}}
-        history.append(record)
-        if bool(nonfinite):
-            raise ValueError(
-                f"images with NaN or infinite values reached unlearning in pass {epochs_run}; fix or drop them. "
-                "Nothing was written."
-            )
-        if not math.isfinite(record["loss"]):
-            raise FloatingPointError(
-                f"unlearning diverged: the loss became {record['loss']} in pass {epochs_run}. Lower the learning "
-                "rate (or phi); nothing was written."
-            )
-        if epochs_run == 1 and record["flip_rate"] == 0.0:
-            logger.warning(
-                "the boundary search crossed no decision boundary in the first pass (flip rate 0): the forget "
-                "targets equal the true labels and nothing will be forgotten. Increase eps or num_steps."
-            )
-        bar.set_postfix(loss=f"{record['loss']:.3f}", flip=f"{record['flip_rate']:.2f}")
-        if stop_at_forget_accuracy is not None:
-            if task == "segmentation":
-                forget_eval = evaluate_segmentation(revised, forget_loader, None, None, num_classes, device,
-                                                    prepare_batch, amp, forget_classes=forget_classes, roi_size=roi_size)
-                record["forget_accuracy"] = forget_score(forget_eval)
-            else:
-                forget_acc = evaluate_unlearning(revised, forget_loader, None, None, num_classes, device, prepare_batch, amp)
-                record["forget_accuracy"] = forget_acc["forget"]["accuracy"]
-            stop = record["forget_accuracy"] <= stop_at_forget_accuracy
-        else:
-            stop = False
-        if is_writer() and checkpoint_dir is not None and (epochs_run % checkpoint_every == 0 or epochs_run == epochs or stop):
-            save_checkpoint(checkpoint_dir, {
-                "passes": epochs_run, "model": revised.state_dict(), "optimizer": optimizer.state_dict(),
-                "iteration": unlearner.iteration, "search_generator": unlearner.search.generator_state(),
-                "torch_rng": torch.get_rng_state(), "history": history, "elapsed": elapsed,
-                "loader_generators": {k: (g.get_state() if g is not None else None) for k, g in generators.items()},
-                "reference_sha256": original_sha, "config": config.to_dict(),
-            })
-        if stop:
-            logger.info("forget accuracy %.3f reached the target after %d epochs", record["forget_accuracy"], epochs_run)
-            break
-    bar.close()
-
-    after = _evaluate(revised) if evaluate else None
+    before, after, retrained = (metrics.before, metrics.latest, metrics.retrained) if evaluate else (None, None, None)
     gap = None
     if after is not None and retrained is not None:
         gap = retrain_gap(headline_rows(after), headline_rows(retrained))
-    optimizer_record = {"name": type(optimizer).__name__, **{
-        k: v for k, v in optimizer.defaults.items() if isinstance(v, (int, float, bool, str))
-    }}
     result = UnlearningResult(
         method=method_name(config),
         config=config.to_dict(),
-        optimizer=optimizer_record,
-        epochs=epochs_run,
-        iterations=unlearner.iteration,
-        time_s=elapsed,
+        optimizer=optimizer_record(optimizer),
+        epochs=trainer.state.epoch,
+        iterations=trainer.unlearner.iteration,
+        time_s=history.elapsed_s,
         before=before,
         after=after,
         retrained=retrained,
         retrain_gap=gap,
-        history=history,
+        history=history.history,
     )
     return revised, result
+
+
+def optimizer_record(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's class name and scalar hyper-parameters, for reports."""
+    return {"name": type(optimizer).__name__, **{
+        k: v for k, v in optimizer.defaults.items() if isinstance(v, (int, float, bool, str))
+    }}

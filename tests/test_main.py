@@ -32,18 +32,19 @@ class TestFrontDoor(BundleCase):
     def test_interrupted_bundle_run_resumes(self):
         from unittest import mock
 
-        import monai_unlearn.runner as runner
-        from monai_unlearn.checkpoint import save_checkpoint
+        from ignite.handlers import DiskSaver
 
         out = self.out("resumed")
         args = ["unlearn", "--bundle", self.zoo, "--forget", "label=1", "--output", out, "--eps", "0.3",
                 "--epochs", "3", "--lr", "0.01", "--quiet", "--checkpoint-every", "1"]
 
-        def save_then_die(*a, **k):
-            save_checkpoint(*a, **k)
+        save = DiskSaver.__call__
+
+        def save_then_die(saver, *a, **k):
+            save(saver, *a, **k)
             raise KeyboardInterrupt  # the process is stopped right after the first pass's checkpoint
 
-        with mock.patch.object(runner, "save_checkpoint", side_effect=save_then_die):
+        with mock.patch.object(DiskSaver, "__call__", save_then_die):
             with self.assertRaises(KeyboardInterrupt):
                 main(args)
         self.assertFalse(os.path.exists(out))  # nothing half-written

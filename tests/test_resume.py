@@ -13,9 +13,10 @@ from unittest import mock
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import monai_unlearn.runner as runner
+from ignite.handlers import DiskSaver
+
 from monai_unlearn import PSGConfig, unlearn
-from monai_unlearn.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from monai_unlearn.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint
 from tests.test_boundary_search import tiny_classifier
 
 CONFIG = PSGConfig(eps=0.3, num_steps=2, gamma=0.5, lam=0.1, lambda_schedule="linear", phi=1.0, seed=4)
@@ -48,18 +49,18 @@ class TestResume(unittest.TestCase):
         expected, expected_result = run()
         with tempfile.TemporaryDirectory() as folder:
             calls = {"n": 0}
+            save = DiskSaver.__call__
 
-            def save_then_die(*args, **kwargs):
-                path = save_checkpoint(*args, **kwargs)
+            def save_then_die(saver, *args, **kwargs):
+                save(saver, *args, **kwargs)
                 calls["n"] += 1
                 if calls["n"] == 2:
                     raise Killed()
-                return path
 
-            with mock.patch.object(runner, "save_checkpoint", side_effect=save_then_die):
+            with mock.patch.object(DiskSaver, "__call__", save_then_die):
                 with self.assertRaises(Killed):
                     run(folder)
-            self.assertEqual(load_checkpoint(folder)["passes"], 2)
+            self.assertEqual(load_checkpoint(folder)["run"]["passes"], 2)
             # a new process: fresh model object, global RNG somewhere else entirely
             torch.manual_seed(999)
             resumed, result = run(folder, resume=True)
@@ -73,16 +74,16 @@ class TestResume(unittest.TestCase):
         expected, _ = run()
         child = (
             "import os, signal, sys\n"
-            "import monai_unlearn.runner as runner\n"
-            "from monai_unlearn.checkpoint import save_checkpoint\n"
+            "from ignite.handlers import DiskSaver\n"
             "from tests.test_resume import run\n"
             "calls = []\n"
-            "def save_then_die(*args, **kwargs):\n"
-            "    save_checkpoint(*args, **kwargs)\n"
+            "save = DiskSaver.__call__\n"
+            "def save_then_die(saver, *args, **kwargs):\n"
+            "    save(saver, *args, **kwargs)\n"
             "    calls.append(1)\n"
             "    if len(calls) == 2:\n"
             "        os.kill(os.getpid(), signal.SIGKILL)\n"
-            "runner.save_checkpoint = save_then_die\n"
+            "DiskSaver.__call__ = save_then_die\n"
             "run(sys.argv[1])\n"
         )
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,7 +91,7 @@ class TestResume(unittest.TestCase):
         with tempfile.TemporaryDirectory() as folder:
             proc = subprocess.run([sys.executable, "-c", child, folder], env=env, capture_output=True, timeout=300)
             self.assertEqual(proc.returncode, -signal.SIGKILL, proc.stderr[-2000:])
-            self.assertEqual(load_checkpoint(folder)["passes"], 2)
+            self.assertEqual(load_checkpoint(folder)["run"]["passes"], 2)
             resumed, result = run(folder, resume=True)
         self.assertEqual(result.epochs, 4)
         for name, value in expected.state_dict().items():
@@ -100,7 +101,9 @@ class TestResume(unittest.TestCase):
         expected, _ = run()
         with tempfile.TemporaryDirectory() as folder:
             fresh, result = run(folder, resume=True)
-            self.assertTrue(os.path.isfile(os.path.join(folder, CHECKPOINT_NAME)))
+            self.assertEqual(latest_checkpoint(folder), checkpoint_path(folder, 4))
+            # ignite's Checkpoint keeps the last two passes, so a kill while writing leaves one to fall back on
+            self.assertEqual(sorted(os.listdir(folder)), ["unlearning_checkpoint_3.pt", "unlearning_checkpoint_4.pt"])
         self.assertEqual(result.epochs, 4)
         for name, value in expected.state_dict().items():
             self.assertTrue(torch.equal(value, fresh.state_dict()[name]), name)

@@ -12,7 +12,7 @@ from parameterized import parameterized
 from monai_unlearn import PSGConfig, unlearn
 from monai_unlearn.core.unlearner import PSGUnlearner
 from monai_unlearn.metrics.segmentation import evaluate_segmentation
-from monai_unlearn.runner import class_mask, validate_first_batch
+from monai_unlearn.core.checks import class_mask, validate_first_batch
 from tests.segmentation_fixtures import tiny_unet, toy_volumes, train_toy
 
 
@@ -61,18 +61,18 @@ class TestPerVoxelTargets(unittest.TestCase):
         x, y = toy_volumes(2, 8, 2, seed=3)
         net = tiny_unet(2)
         recorded = {}
-        original = PSGUnlearner.step
+        original = PSGUnlearner.compute_losses  # what the engine's iteration calls before the update
 
         def spy(self, fi, fl, ri=None, rl=None, mask=None):
             recorded["remain_label"] = rl
             return original(self, fi, fl, ri, rl, mask)
 
-        PSGUnlearner.step = spy
+        PSGUnlearner.compute_losses = spy
         try:
             unlearn(net, [(x, y)], [(x, y)], config=PSGConfig(eps=0.2, phi=1.0), epochs=1, task="segmentation",
                     forget_classes=[1], evaluate=False, progress=False)
         finally:
-            PSGUnlearner.step = original
+            PSGUnlearner.compute_losses = original
         remain = recorded["remain_label"]
         self.assertTrue(bool((remain[y[:, 0] == 1] == -100).all()))
         self.assertTrue(torch.equal(remain[y[:, 0] != 1], y[:, 0][y[:, 0] != 1]))

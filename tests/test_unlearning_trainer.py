@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from monai_unlearn.core import PSGConfig, PSGUnlearner
 from monai_unlearn.engines import UnlearningTrainer
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
-from monai_unlearn.runner import cycle
+from monai_unlearn.core.batch import cycle
 
 _TRAINED: dict[int, torch.nn.Module] = {}
 
@@ -101,8 +101,8 @@ class TestUnlearningTrainer(unittest.TestCase):
             by_hand, torch.optim.SGD(by_hand.parameters(), lr=0.1, momentum=0.9), copy.deepcopy(config),
             total_iterations=epochs * len(self.forget),
         )
-        remain_iter = cycle(self.remain)
         for _ in range(epochs):
+            remain_iter = cycle(self.remain)  # a fresh remain pass with every forget pass, restarted when it runs out
             for xf, yf in self.forget:
                 xr, yr = next(remain_iter) if config.phi > 0 else (None, None)
                 unlearner.step(xf, yf, xr, yr)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from monai_unlearn.runner import format_table
+from monai_unlearn.metrics.headline import format_table
 
 __all__ = ["main", "run_demo"]
 

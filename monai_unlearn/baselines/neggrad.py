@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from monai_unlearn.baselines.common import PrepareBatch, make_optimizer
 from monai_unlearn.core.batch import default_prepare_batch, label_index_for_image
-from monai_unlearn.runner import cycle
+from monai_unlearn.core.batch import cycle
 
 __all__ = ["neggrad_plus"]
 

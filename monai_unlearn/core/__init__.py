@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from monai_unlearn.core.batch import default_prepare_batch, label_index_for_image, labels_as_index
+from monai_unlearn.core.batch import cycle, default_prepare_batch, label_index_for_image, labels_as_index
 from monai_unlearn.core.boundary_search import BoundarySearchResult, PSGBoundarySearch, frozen_reference
 from monai_unlearn.core.composition import compose_models, compose_state_dicts, finetune_on_remain, head_prefixes_for
+from monai_unlearn.core.checks import IGNORE_INDEX, class_mask, mask_forgotten_classes, validate_first_batch
 from monai_unlearn.core.config import PSGConfig
 from monai_unlearn.core.losses import distillation_loss, forget_loss, remain_loss, soft_cross_entropy
 from monai_unlearn.core.noise import NOISE_TYPES, sample_noise

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable
 
 import torch
 
-__all__ = ["default_prepare_batch", "PrepareBatch", "labels_as_index", "label_index_for_image"]
+__all__ = ["cycle", "default_prepare_batch", "PrepareBatch", "labels_as_index", "label_index_for_image"]
 
 PrepareBatch = Callable[[Any, "torch.device | str | None", bool], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -115,3 +115,18 @@ def label_index_for_image(label: torch.Tensor, image: torch.Tensor) -> torch.Ten
         if label.is_floating_point():
             return label.argmax(dim=1)
     return label.long()
+
+
+def cycle(loader: Iterable[Any]) -> Iterator[Any]:
+    """Iterate ``loader`` forever, starting a new pass (and a new shuffle) whenever one ends.
+
+    Raises:
+        ValueError: when a pass yields no batches.
+    """
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the loader yielded no batches.")

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from monai_unlearn.core.noise import NOISE_TYPES
 from monai_unlearn.core.schedules import LAMBDA_SCHEDULES, STEP_SCHEDULES
 
-__all__ = ["PSGConfig", "TARGET_TYPES", "REMAIN_LOSSES", "EPS_MODES"]
+__all__ = ["PSGConfig", "TARGET_TYPES", "REMAIN_LOSSES", "EPS_MODES", "method_name"]
 
 TARGET_TYPES = ("hard", "soft", "topk")
 REMAIN_LOSSES = ("ce", "distill")
@@ -139,3 +139,9 @@ class PSGConfig:
 def _choice(name: str, value: Any, options: Sequence[str]) -> None:
     if value not in options:
         raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}.")
+
+
+def method_name(config: PSGConfig) -> str:
+    """``"Boundary Shrink"`` for the one-step, noise-free, proximity-free special case, else ``"PSG"``."""
+    plain = config.num_steps == 1 and config.gamma == 0 and config.lam == 0 and config.phi == 0
+    return "Boundary Shrink" if plain and config.first_step_size == config.eps and config.target == "hard" else "PSG"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -15,10 +15,10 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
-from monai_unlearn.core.batch import default_prepare_batch
+from monai_unlearn.core.batch import default_prepare_batch, label_index_for_image
+from monai_unlearn.core.checks import class_mask, mask_forgotten_classes, validate_first_batch
 from monai_unlearn.core.config import PSGConfig
 from monai_unlearn.core.unlearner import PSGUnlearner
-from monai_unlearn.runner import cycle, validate_first_batch
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, EventEnum
@@ -27,6 +27,7 @@ else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
     Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric")
     EventEnum, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EventEnum")
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["UnlearningTrainer", "as_psg_config", "split_prepared_batch"]
 
@@ -69,8 +70,11 @@ class UnlearningTrainer(Trainer):
 
     The engine iterates over the *forget* data. For each forget batch it runs the boundary search on the frozen
     reference (the original model), computes ``forget_loss + phi * remain_loss`` with the next batch of the
-    remain loader (cycled: a fresh pass starts whenever one ends) and updates ``network`` in place. The first
-    forget and remain batches are checked once against the network (shape, labels within its classes).
+    remain loader and updates ``network`` in place. Every epoch (pass over the forget data) starts a fresh pass
+    over the remain loader (restarted within the epoch if it runs out), so an epoch boundary is a complete
+    resume point; a ``DistributedSampler`` on the remain loader gets ``set_epoch`` like the forget loader's.
+    The first forget and remain batches are checked once against the network (shape, labels within its
+    classes, finite values).
 
     Like ``SupervisedTrainer`` it fires MONAI's ``IterationEvents`` so decollation, ``postprocessing``,
     ``key_train_metric``/``additional_metrics`` and MONAI handlers (``StatsHandler``, ``CheckpointSaver``, ...)
@@ -83,8 +87,9 @@ class UnlearningTrainer(Trainer):
 
     ``engine.state.output`` holds ``CommonKeys.IMAGE`` (forget image), ``CommonKeys.LABEL`` (forget label),
     ``CommonKeys.PRED`` (the model's forget logits, detached), ``CommonKeys.LOSS`` (detached), and the
-    detached tensors ``"forget_loss"``, ``"remain_loss"``, ``"flip_rate"`` and ``"boundary_target"``. Nothing is
-    read back to the host inside an iteration.
+    detached tensors ``"forget_loss"``, ``"remain_loss"``, ``"flip_rate"``, ``"boundary_target"`` and
+    ``"nonfinite_input"`` (a boolean scalar: the forget or remain images held NaN or infinite values; checked per
+    pass by ``UnlearningHistoryHandler``). Nothing is read back to the host inside an iteration.
 
     The PSG parameters are kept in ``engine.state.unlearning_config`` (a dict) for reports.
 
@@ -108,7 +113,8 @@ class UnlearningTrainer(Trainer):
         key_train_metric: an ignite metric computed on the output (e.g. ``Accuracy`` of the forget predictions).
         additional_metrics: more ignite metrics.
         metric_cmp_fn: compares the key metric with the best so far.
-        train_handlers: handlers to attach (objects with ``attach``).
+        train_handlers: handlers to attach (objects with ``attach``), in order; ``None`` entries (components a
+            bundle config disabled) are skipped.
         amp: mixed precision on CUDA (autocast plus ``PSGUnlearner``'s gradient scaler); ignored on CPU.
         event_names: additional custom events to register.
         event_to_attr: maps custom events to state attributes.
@@ -117,9 +123,19 @@ class UnlearningTrainer(Trainer):
         amp_kwargs: stored for MONAI handlers; the unlearning step uses ``torch.autocast("cuda")`` defaults.
         forget_mask_fn: optional ``callable(image, label) -> bool mask (B, *spatial)`` selecting the voxels to
             forget (segmentation: forget one label class and keep the others' labels).
+        forget_classes: segmentation: forget these label classes voxel by voxel (the mask is the voxels of these
+            classes; every other voxel keeps its label). Exclusive with ``forget_mask_fn``.
+        remain_ignore_forget_classes: with ``forget_classes``, the remain term ignores those classes' voxels so it
+            does not teach them back; ``False`` when the remain cases keep the class.
+        channels_last: keep 4D image batches in ``torch.channels_last`` memory format (GPU speed; the network
+            should be converted too).
+        check_at_start: check the first forget batch against the network at ``Events.STARTED``, before any
+            handler evaluates anything (label maps and classes that do not fit fail at once). It reads one extra
+            batch from the forget loader; otherwise the check runs on the first iteration's batch.
 
     Raises:
-        ValueError: when ``config.phi > 0`` but no remain loader is given, or ``max_epochs < 1``.
+        ValueError: when ``config.phi > 0`` but no remain loader is given, ``max_epochs < 1``, or both
+            ``forget_classes`` and ``forget_mask_fn`` are given.
 
     Example::
 
@@ -158,10 +174,16 @@ class UnlearningTrainer(Trainer):
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
         forget_mask_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        forget_classes: Sequence[int] | None = None,
+        remain_ignore_forget_classes: bool = True,
+        channels_last: bool = False,
+        check_at_start: bool = False,
     ) -> None:
         config = as_psg_config(config)
         if max_epochs < 1:
             raise ValueError(f"max_epochs must be at least 1, got {max_epochs}.")
+        if forget_classes is not None and forget_mask_fn is not None:
+            raise ValueError("give forget_classes or forget_mask_fn, not both.")
         if config.phi > 0 and remain_data_loader is None:
             raise ValueError("config.phi > 0 needs a remain_data_loader; pass one or set phi=0.")
         super().__init__(
@@ -189,6 +211,10 @@ class UnlearningTrainer(Trainer):
         self.config = config
         self.remain_data_loader = remain_data_loader
         self.forget_mask_fn = forget_mask_fn
+        self.forget_classes = None if forget_classes is None else [int(c) for c in forget_classes]
+        self.remain_ignore_forget_classes = remain_ignore_forget_classes
+        self.channels_last = channels_last
+        self._classes: torch.Tensor | None = None
         length = self.state.epoch_length
         total = None if length is None else int(max_epochs) * int(length)
         self.unlearner = PSGUnlearner(network, optimizer, config, reference=reference, amp=amp, total_iterations=total)
@@ -196,9 +222,13 @@ class UnlearningTrainer(Trainer):
         self.scaler = self.unlearner.scaler  # the gradient scaler in use, for handlers and checkpoints
         self._remain_iter: Iterator[Any] | None = None
         self._checked = False
+        if check_at_start:  # registered before the handlers, so it runs before their STARTED evaluations
+            self.add_event_handler(Events.STARTED, self._check_first_forget_batch)
+        self.add_event_handler(Events.EPOCH_STARTED, self._start_remain_pass)
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._finish_forget_pass)  # before any handler's
         # handlers last, so they see a complete engine (network, optimizer, unlearner) when attached
-        if train_handlers is not None:
-            self._register_handlers(train_handlers)
+        if train_handlers is not None:  # None entries are handlers a bundle config disabled (``_disabled_``)
+            self._register_handlers([h for h in train_handlers if h is not None])
 
     def run(self) -> None:  # type: ignore[override]
         """Run the unlearning (continues from the previous state when called again).
@@ -225,12 +255,58 @@ class UnlearningTrainer(Trainer):
                 f"prepare_batch returned extra network arguments for the {what} batch; the boundary search calls "
                 "the network with the image alone, so return (image, label) or empty args and kwargs."
             )
+        if self.channels_last and image.ndim == 4:
+            image = image.contiguous(memory_format=torch.channels_last)
         return image, label
 
+    def _check_first_forget_batch(self, engine: Engine) -> None:
+        image, label = self._prepare(next(iter(self.data_loader)), "forget")
+        validate_first_batch(self.unlearner.reference, image, label, "forget", self.forget_classes)
+
+    def _start_remain_pass(self, engine: Engine) -> None:
+        """A fresh pass over the remain data with each epoch (shuffled anew by a ``DistributedSampler``)."""
+        self._remain_iter = None
+        sampler = getattr(self.remain_data_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch") and self.remain_data_loader is not self.data_loader:
+            sampler.set_epoch(engine.state.epoch)
+
+    def _finish_forget_pass(self, engine: Engine) -> None:
+        """Close the epoch's pass over the forget loader as a ``for`` loop would, before other epoch-end handlers.
+
+        ignite stops after ``epoch_length`` batches and only exhausts the loader's iterator at the next epoch; a
+        shuffling sampler draws from its generator when exhausted, so closing it here keeps the generator's state
+        at an epoch boundary the same whether the run continues, evaluates the forget loader or resumes.
+        """
+        loader, iterator = self.data_loader, getattr(self, "_dataloader_iter", None)
+        if iterator is None or not isinstance(loader, Sized) or len(loader) != self.state.epoch_length:
+            return
+        if next(iterator, None) is None:  # exhausted, as expected for a full pass
+            self._dataloader_iter = None  # ignite starts a fresh iterator with the next epoch
+
     def _next_remain(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._remain_iter is None:
-            self._remain_iter = cycle(self.remain_data_loader)  # type: ignore[arg-type]
-        return self._prepare(next(self._remain_iter), "remain")
+        batch = None if self._remain_iter is None else next(self._remain_iter, None)
+        if batch is None:  # the epoch's first remain batch, or the remain data ran out within the epoch
+            self._remain_iter = iter(self.remain_data_loader)  # type: ignore[arg-type]
+            batch = next(self._remain_iter, None)
+            if batch is None:
+                raise ValueError("the remain loader yielded no batches.")
+        return self._prepare(batch, "remain")
+
+    def _forget_masks(
+        self, forget_image: torch.Tensor, forget_label: torch.Tensor, remain_image: Any, remain_label: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+        """``(forget_label, forget_mask, remain_label)`` with the masks of label-class forgetting applied."""
+        if self.forget_mask_fn is not None:
+            return forget_label, self.forget_mask_fn(forget_image, forget_label), remain_label
+        if self.forget_classes is None:
+            return forget_label, None, remain_label
+        if self._classes is None or self._classes.device != forget_image.device:
+            self._classes = torch.as_tensor(self.forget_classes, device=forget_image.device)
+        forget_label = label_index_for_image(forget_label, forget_image)
+        mask = class_mask(forget_label, self._classes)
+        if remain_label is not None and self.remain_ignore_forget_classes:
+            remain_label = mask_forgotten_classes(remain_label, remain_image, self._classes)
+        return forget_label, mask, remain_label
 
     def _iteration(self, engine: UnlearningTrainer, batchdata: Any) -> dict:
         """One PSG step on a forget batch, firing MONAI's ``IterationEvents``.
@@ -253,13 +329,16 @@ class UnlearningTrainer(Trainer):
         if engine.unlearner.config.phi > 0:
             remain_image, remain_label = engine._next_remain()
         if not engine._checked:
-            validate_first_batch(engine.unlearner.reference, forget_image, forget_label, "forget")
+            validate_first_batch(engine.unlearner.reference, forget_image, forget_label, "forget", engine.forget_classes)
             if remain_image is not None:
                 validate_first_batch(engine.unlearner.reference, remain_image, remain_label, "remain")
             engine._checked = True
-        mask = engine.forget_mask_fn(forget_image, forget_label) if engine.forget_mask_fn is not None else None
+        nonfinite = ~torch.isfinite(forget_image).all()  # stays on the device: no sync here
+        if remain_image is not None:
+            nonfinite = nonfinite | ~torch.isfinite(remain_image).all()
+        forget_label, mask, remain_label = engine._forget_masks(forget_image, forget_label, remain_image, remain_label)
 
-        engine.state.output = {Keys.IMAGE: forget_image, Keys.LABEL: forget_label}
+        engine.state.output = {Keys.IMAGE: forget_image, Keys.LABEL: forget_label, "nonfinite_input": nonfinite}
         out = engine.unlearner.compute_losses(forget_image, forget_label, remain_image, remain_label, mask)
         engine.state.output[Keys.PRED] = out["forget_logits"].detach()
         engine.state.output["boundary_target"] = out["target"]

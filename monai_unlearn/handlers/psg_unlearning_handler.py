@@ -15,7 +15,8 @@ from monai_unlearn.core.losses import forget_loss, remain_loss
 from monai_unlearn.core.unlearner import PSGUnlearner
 from monai_unlearn.core.targets import targets_differ
 from monai_unlearn.engines.unlearning_trainer import as_psg_config, split_prepared_batch
-from monai_unlearn.runner import cycle, validate_first_batch
+from monai_unlearn.core.batch import cycle
+from monai_unlearn.core.checks import validate_first_batch
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:

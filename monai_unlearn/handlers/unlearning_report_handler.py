@@ -16,7 +16,7 @@ from monai_unlearn.core.config import PSGConfig
 from monai_unlearn.handlers.unlearning_metrics_handler import UnlearningMetricsHandler
 from monai_unlearn.io import atomic_write_bytes, json_default
 from monai_unlearn.metrics.plots import curves_figure, has_matplotlib, per_class_figure, write_png
-from monai_unlearn.runner import method_name
+from monai_unlearn.core.config import method_name
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
