@@ -15,7 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from monai_unlearn.bundle import unlearn_from_parser
-from monai_unlearn.bundle.workflow import is_segmentation_datalist, select_segmentation_forget
+from monai_unlearn.bundle.forget_items import is_segmentation_datalist, select_segmentation_forget
 from tests.bundle_fixtures import overlay_parser
 from tests.segmentation_fixtures import (
     SEG_CLASSES,

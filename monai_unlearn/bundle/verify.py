@@ -13,7 +13,8 @@ from monai.data import DataLoader, Dataset
 from monai_unlearn.bundle.audit import sha256_text
 from monai_unlearn.bundle.compose import bundle_network
 from monai_unlearn.bundle.layout import detect_layout, find_bundle_config
-from monai_unlearn.bundle.workflow import REPORT_DIR, is_segmentation_datalist, select_segmentation_forget
+from monai_unlearn.bundle.forget_items import is_segmentation_datalist, select_segmentation_forget
+from monai_unlearn.bundle.settings import REPORT_DIR
 from monai_unlearn.core.selection import parse_forget_selector, select_forget
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
 

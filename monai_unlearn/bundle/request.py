@@ -1,0 +1,204 @@
+"""What the wrapped bundle gives an unlearning run: its network and weights, data, preprocessing and device."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser
+from monai.data import DataLoader, Dataset
+
+from monai_unlearn.bundle.checkpoint import load_bundle_weights
+from monai_unlearn.bundle.forget_items import is_segmentation_datalist, select_segmentation_forget, sliding_window_roi
+from monai_unlearn.bundle.inputs import ShapeCheck, screen_items
+from monai_unlearn.bundle.layout import detect_layout
+from monai_unlearn.bundle.parser import calling_config_parser
+from monai_unlearn.bundle.settings import selector_text, setting
+from monai_unlearn.core.selection import parse_forget_selector, select_forget
+from monai_unlearn.distributed import distributed_sampler, init_distributed, is_distributed, rank_device
+from monai_unlearn.metrics.evaluation import evaluate_unlearning
+from monai_unlearn.metrics.headline import forget_score
+from monai_unlearn.metrics.segmentation import evaluate_segmentation
+
+__all__ = ["UnlearningRequest"]
+
+logger = logging.getLogger(__name__)
+
+
+class UnlearningRequest:
+    """The parts of the wrapped bundle an unlearning run needs, read once from the merged config.
+
+    Built by ``unlearn.json`` (``unlearn#request``) while ``python -m monai.bundle run unlearn`` parses it. It finds
+    the bundle's network, training and validation datalists, deterministic preprocessing and device (see
+    ``detect_layout``), selects the forget and remain items from the ``forget`` selector, loads the weights
+    (``weights_only=True``) and screens every item once (``unlearn_screen_inputs``). The overlay's other
+    components (datasets, loaders, optimizer, trainer, handlers) are built from its attributes; ``write_bundle``
+    writes the new bundle once the trainer has run. The wrapped bundle is only read: none of its trainers,
+    handlers or savers is built.
+
+    Args:
+        parser: the merged config; ``None`` finds the parser evaluating the current config expression.
+        distributed_backend: start a ``torch.distributed`` process group with this backend first (under
+            ``torchrun``, the ``multi_gpu_unlearn.json`` overlay); ``None`` runs in one process.
+
+    Raises:
+        ValueError: for a missing forget selector or output folder, a bad selection, a datalist that is not a list
+            of dicts, unusable items, or a bundle layout that cannot be understood.
+        FileNotFoundError: when the weights are missing.
+        FileExistsError: when ``output_dir`` exists and ``unlearn_overwrite`` is false.
+    """
+
+    def __init__(self, parser: ConfigParser | None = None, distributed_backend: str | None = None) -> None:
+        try:
+            self._read(parser if parser is not None else calling_config_parser(), distributed_backend)
+        except Exception as error:  # MONAI wraps it in "Failed to instantiate ...": say the cause on its own line
+            logger.error("unlearning cannot start: %s: %s", type(error).__name__, error)
+            raise
+
+    def _read(self, parser: ConfigParser, distributed_backend: str | None) -> None:
+        self.parser = parser
+        self.selector = selector_text(setting(parser, "forget"))
+        output_dir = setting(parser, "output_dir")
+        if not output_dir:
+            raise ValueError("no output folder given: pass `--output_dir <new bundle folder>`.")
+        self.output_dir = str(output_dir)
+        self.overwrite = setting(parser, "unlearn_overwrite")
+        if os.path.exists(self.output_dir) and not self.overwrite:
+            raise FileExistsError(f"{self.output_dir} already exists; choose a new folder or pass "
+                                  "`--unlearn_overwrite true`.")
+        if distributed_backend:
+            init_distributed(distributed_backend)
+        self.bundle_root = os.path.abspath(str(parser.get("bundle_root", ".")))
+        self.layout = detect_layout(parser, setting(parser, "unlearn_keys"))
+        self.device = rank_device(parser.get_parsed_content(self.layout.device) if self.layout.device else "cpu")
+        self.amp = setting(parser, "unlearn_amp")
+        self.channels_last = setting(parser, "unlearn_channels_last")
+        self.progress = setting(parser, "unlearn_progress")
+        self.resume = setting(parser, "unlearn_resume")
+        every = setting(parser, "unlearn_checkpoint_every")
+        self.checkpoint_dir = os.path.abspath(self.output_dir) + ".checkpoint" if (every or self.resume) else None
+        self.batch_size = int(setting(parser, "unlearn_batch_size"))
+        self.num_workers = int(setting(parser, "unlearn_num_workers"))
+        self.shuffle = setting(parser, "unlearn_shuffle")
+        self.seed = int(setting(parser, "unlearn_params").get("seed") or 0)
+
+        datalist = parser.get_parsed_content(self.layout.datalist)
+        if not isinstance(datalist, (list, tuple)) or not all(isinstance(d, Mapping) for d in datalist):
+            raise ValueError(f"the training datalist at config id {self.layout.datalist!r} is not a list of dicts.")
+        self.num_classes = parser.get("num_classes") if isinstance(parser.get("num_classes"), int) else None
+        self.task = "segmentation" if is_segmentation_datalist(datalist) else "classification"
+        self.forget_classes: list[int] | None = None
+        self.remain_ignore_forget_classes = True
+        if self.task == "segmentation":
+            forget, remain, self.forget_classes, self.remain_ignore_forget_classes = select_segmentation_forget(
+                list(datalist), self.selector, self.num_classes)
+        else:
+            forget, remain = select_forget(list(datalist), **parse_forget_selector(self.selector),
+                                           num_classes=self.num_classes)
+        logger.info("forgetting %s of %d training items (selector %r)",
+                    f"class(es) {self.forget_classes} in {len(forget)}" if self.forget_classes else len(forget),
+                    len(datalist), self.selector)
+
+        self.network = parser.get_parsed_content(self.layout.network, lazy=False)
+        load_bundle_weights(self.network, setting(parser, "unlearn_ckpt") or os.path.join(
+            self.bundle_root, "models", "model.pt"), self.device)
+        self.network.to(self.device)
+        if self.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+        retrained_ckpt = setting(parser, "unlearn_retrained_ckpt")
+        self.retrained = (load_bundle_weights(parser.get_parsed_content(self.layout.network, lazy=False),
+                                              retrained_ckpt, self.device) if retrained_ckpt else None)
+
+        self.transform = parser.get_parsed_content(self.layout.preprocessing)
+        self.step_transform = self.transform
+        patch_size = setting(parser, "unlearn_patch_size") if self.task == "segmentation" else None
+        if patch_size:
+            from monai.transforms import Compose, RandSpatialCropd
+
+            self.step_transform = Compose([self.transform, RandSpatialCropd(
+                keys=["image", "label"], roi_size=patch_size, random_size=False)])
+        self.forget_items, self.remain_items, self.val_items, self.skipped_items = self._screen(forget, remain)
+        if not self.forget_items:
+            raise ValueError("every forget item was skipped as unreadable: there is nothing left to unlearn.")
+        self.roi_size = None
+        if self.task == "segmentation":
+            self.roi_size = setting(parser, "unlearn_roi_size") or sliding_window_roi(parser, self.layout.inferer)
+        self.include_background = setting(parser, "unlearn_include_background")
+
+    def _screen(self, forget: list, remain: list) -> tuple[list, list, list, list]:
+        """Screen the forget, remain and validation items once (``unlearn_screen_inputs``)."""
+        policy = str(setting(self.parser, "unlearn_screen_inputs"))
+        network, device = self.network, self.device
+
+        def probe(image: torch.Tensor) -> None:
+            was_training = network.training
+            network.eval()
+            try:
+                with torch.no_grad():
+                    network(image.to(device))
+            finally:
+                network.train(was_training)
+
+        shapes = ShapeCheck(probe, match="channels" if self.task == "segmentation" else "shape")
+        forget, skipped = screen_items(forget, self.transform, policy, "forget", shapes=shapes)
+        remain, skipped_remain = screen_items(remain, self.transform, policy, "remain", shapes=shapes)
+        val: list = []
+        skipped_val: list = []
+        if self.layout.val_datalist:
+            val_items = self.parser.get_parsed_content(self.layout.val_datalist)
+            val, skipped_val = screen_items(list(val_items or []), self.transform, policy, "validation", shapes=shapes)
+        return forget, remain, val, skipped + skipped_remain + skipped_val
+
+    @cached_property
+    def trained_network(self) -> torch.nn.Module:
+        """The module the trainer steps: the network, wrapped in ``DistributedDataParallel`` under torchrun."""
+        if not is_distributed():
+            return self.network
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(self.network, device_ids=device_ids)
+
+    def loader(self, dataset: Dataset, steps: bool = False, sharded: bool = True) -> DataLoader:
+        """A loader over ``dataset``: step loaders shuffle (seeded by ``unlearn_params#seed``); under torchrun every
+        loader is sharded (evenly for steps, so ranks keep in step; evaluation shards are gathered back)."""
+        shuffle = self.shuffle and steps
+        if sharded and is_distributed():
+            sampler = distributed_sampler(dataset, shuffle=shuffle, even=steps, seed=self.seed)
+            return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None  # same seed, same order
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          generator=generator)
+
+    def evaluation(self, forget_loader: Any, remain_loader: Any, val_loader: Any) -> Callable[[torch.nn.Module], dict]:
+        """``evaluate(network) -> record``: accuracy and MIA over the given loaders, or for segmentation the Dice
+        over whole images of the forget and remain items (the step loaders may crop) and ``val_loader``."""
+        num_classes, device, amp = self.num_classes, self.device, self.amp
+        if self.task != "segmentation":
+            return lambda net: evaluate_unlearning(net, forget_loader, remain_loader, val_loader, num_classes, device,
+                                                   amp=amp)
+        eval_forget = self.loader(Dataset(self.forget_items, self.transform))
+        # forgetting a class in every case: forget and remain items are the same cases
+        eval_remain = None if self.remain_items is self.forget_items else self.loader(
+            Dataset(self.remain_items, self.transform))
+        classes, background, roi = self.forget_classes, self.include_background, self.roi_size
+        return lambda net: evaluate_segmentation(net, eval_forget, eval_remain, val_loader, num_classes, device,
+                                                 forget_classes=classes, include_background=background, roi_size=roi)
+
+    def forget_score(self, forget_loader: Any) -> Callable[[torch.nn.Module], float]:
+        """``score(network)``: forget accuracy (or the forgotten classes' Dice) over ``forget_loader``, for stopping."""
+        num_classes, device, amp = self.num_classes, self.device, self.amp
+        if self.task == "segmentation":
+            classes, roi = self.forget_classes, self.roi_size
+            return lambda net: forget_score(evaluate_segmentation(net, forget_loader, None, None, num_classes, device,
+                                                                  amp=amp, forget_classes=classes, roi_size=roi))
+        return lambda net: evaluate_unlearning(net, forget_loader, None, None, num_classes, device, amp=amp)[
+            "forget"]["accuracy"]
+
+    def write_bundle(self, trainer: Any, history: Any, metrics: Any) -> dict[str, Any]:
+        """Write the new bundle from the trainer's run (see ``write_unlearned_bundle``) and return its summary."""
+        from monai_unlearn.bundle.output import write_unlearned_bundle
+
+        return write_unlearned_bundle(self, trainer, history, metrics)
