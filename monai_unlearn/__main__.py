@@ -3,6 +3,7 @@
 The same run as ``python -m monai.bundle run unlearn`` with the overlay, without typing the config list.
 ``python -m monai_unlearn compose --features <A> --head <B> --output <C>`` composes two unlearned bundles;
 ``python -m monai_unlearn verify --unlearned <OUT>`` recomputes an unlearned bundle's forget set and evidence;
+``python -m monai_unlearn ids`` lists the overlay's config ids (every one can be overridden by id);
 ``python -m monai_unlearn demo`` runs the main demo.
 """
 
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     check.add_argument("--original", help="the source bundle (default: the path recorded in the report)")
     check.add_argument("--set", action="append", default=[], metavar="ID=VALUE",
                        help="config overrides the original run used, e.g. --set dataset_dir=/data/slices")
+    commands.add_parser("ids", help="list the unlearn overlay's config ids and defaults (override any with --<id>)")
     commands.add_parser("demo", help="the main demo (see python -m monai_unlearn.apps.demo --help)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
@@ -125,6 +127,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    if args.command == "ids":
+        from monai_unlearn.bundle.ids import format_ids, overlay_ids
+
+        print(format_ids(overlay_ids()))
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "verify":
         from monai_unlearn.bundle.verify import verify_unlearned_bundle

@@ -104,9 +104,11 @@ def write_json_zoo_bundle(root: str, items: list[dict]) -> str:
                 {"_target_": "RandFlipd", "keys": "image", "prob": 0.5, "spatial_axis": 0}]},
             "dataset": {"_target_": "Dataset", "data": "$@datalist['training']", "transform": "@train#preprocessing"},
             "dataloader": {"_target_": "DataLoader", "dataset": "@train#dataset", "batch_size": 8, "shuffle": True},
+            "handlers": [{"_target_": "StatsHandler", "name": "fixture_train_stats", "tag_name": "train_loss",
+                          "output_transform": "$monai.handlers.from_engine(['loss'], first=True)"}],
             "trainer": {
                 "_target_": "SupervisedTrainer", "device": "@device", "max_epochs": 2,
-                "train_data_loader": "@train#dataloader", "network": "@network",
+                "train_data_loader": "@train#dataloader", "network": "@network", "train_handlers": "@train#handlers",
                 "loss_function": "$torch.nn.CrossEntropyLoss()",
                 "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": 0.001},
             },

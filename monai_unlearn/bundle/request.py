@@ -66,6 +66,7 @@ class UnlearningRequest:
         if not output_dir:
             raise ValueError("no output folder given: pass `--output_dir <new bundle folder>`.")
         self.output_dir = str(output_dir)
+        self.output_path = os.path.abspath(self.output_dir)
         self.overwrite = setting(parser, "unlearn_overwrite")
         if os.path.exists(self.output_dir) and not self.overwrite:
             raise FileExistsError(f"{self.output_dir} already exists; choose a new folder or pass "
@@ -80,7 +81,7 @@ class UnlearningRequest:
         self.progress = setting(parser, "unlearn_progress")
         self.resume = setting(parser, "unlearn_resume")
         every = setting(parser, "unlearn_checkpoint_every")
-        self.checkpoint_dir = os.path.abspath(self.output_dir) + ".checkpoint" if (every or self.resume) else None
+        self.checkpoint_dir = self.output_path + ".checkpoint" if (every or self.resume) else None
         self.batch_size = int(setting(parser, "unlearn_batch_size"))
         self.num_workers = int(setting(parser, "unlearn_num_workers"))
         self.shuffle = setting(parser, "unlearn_shuffle")

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
+from monai.engines.utils import IterationEvents
 from monai.utils import IgniteInfo, min_version, optional_import
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -36,7 +37,8 @@ class UnlearningHistoryHandler:
     """Keeps the per-pass history of an ``UnlearningTrainer`` run and stops it when the numbers go wrong.
 
     Over each epoch it sums the iteration outputs ``loss``, ``forget_loss``, ``remain_loss`` and ``flip_rate``
-    on the device (no host read inside an iteration) and times the epoch's steps. At ``EPOCH_COMPLETED`` it
+    on the device (no host read inside an iteration; read at ``IterationEvents.LOSS_COMPLETED`` on engines that
+    fire it, before MONAI decollates the output) and times the epoch's steps. At ``EPOCH_COMPLETED`` it
     appends ``{"epoch", "loss", "forget_loss", "remain_loss", "flip_rate"}`` (pass means) to
     ``engine.state.pass_history`` (other handlers may add keys to the epoch's record, as ``ForgetScoreHandler``
     does) and logs one line. Under ``torch.distributed`` the means are averaged over ranks.
@@ -72,7 +74,9 @@ class UnlearningHistoryHandler:
             return
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.EPOCH_STARTED, self._start_pass)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
+        fires_loss = IterationEvents.LOSS_COMPLETED in getattr(engine, "_allowed_events", ())
+        engine.add_event_handler(IterationEvents.LOSS_COMPLETED if fires_loss else Events.ITERATION_COMPLETED,
+                                 self._accumulate)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def state_dict(self) -> dict[str, Any]:
