@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from parameterized import parameterized
 
+from monai_unlearn.core.forget_selector import parse_forget_selector
 from monai_unlearn.core.selection import (
     ForgetSelectionError,
     normalize_label,
-    parse_forget_selector,
     read_ids_file,
     select_forget,
     select_forget_indices,

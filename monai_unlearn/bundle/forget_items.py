@@ -8,7 +8,8 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
-from monai_unlearn.core.selection import parse_forget_selector, select_forget
+from monai_unlearn.core.forget_selector import parse_forget_selector
+from monai_unlearn.core.selection import select_forget
 
 __all__ = ["is_segmentation_datalist", "select_segmentation_forget", "sliding_window_roi"]
 

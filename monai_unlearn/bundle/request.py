@@ -18,7 +18,8 @@ from monai_unlearn.bundle.inputs import ShapeCheck, screen_items
 from monai_unlearn.bundle.layout import detect_layout
 from monai_unlearn.bundle.parser import calling_config_parser
 from monai_unlearn.bundle.settings import selector_text, setting
-from monai_unlearn.core.selection import parse_forget_selector, select_forget
+from monai_unlearn.core.forget_selector import parse_forget_selector
+from monai_unlearn.core.selection import select_forget
 from monai_unlearn.distributed import distributed_sampler, init_distributed, is_distributed, rank_device
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
 from monai_unlearn.metrics.headline import forget_score

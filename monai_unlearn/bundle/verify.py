@@ -15,7 +15,8 @@ from monai_unlearn.bundle.compose import bundle_network
 from monai_unlearn.bundle.layout import detect_layout, find_bundle_config
 from monai_unlearn.bundle.forget_items import is_segmentation_datalist, select_segmentation_forget
 from monai_unlearn.bundle.settings import REPORT_DIR
-from monai_unlearn.core.selection import parse_forget_selector, select_forget
+from monai_unlearn.core.forget_selector import parse_forget_selector
+from monai_unlearn.core.selection import select_forget
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
 
 __all__ = ["verify_unlearned_bundle"]

@@ -9,10 +9,10 @@ from monai_unlearn.core.checks import IGNORE_INDEX, class_mask, mask_forgotten_c
 from monai_unlearn.core.config import PSGConfig
 from monai_unlearn.core.losses import distillation_loss, forget_loss, remain_loss, soft_cross_entropy
 from monai_unlearn.core.noise import NOISE_TYPES, sample_noise
+from monai_unlearn.core.forget_selector import parse_forget_selector
 from monai_unlearn.core.selection import (
     ForgetSelectionError,
     normalize_label,
-    parse_forget_selector,
     read_ids_file,
     select_forget,
     select_forget_indices,

@@ -7,22 +7,29 @@ inline or read from a text or JSON file. Criteria that are given together must a
 fraction or count then picks among the items that satisfy them. The remain set is everything else, and both
 parts keep the datalist's order.
 
-:func:`parse_forget_selector` turns a short command-line string such as ``"label=3,fraction=0.1,seed=1"`` into
-the keyword arguments of :func:`select_forget`.
+``monai_unlearn.core.forget_selector.parse_forget_selector`` turns a short command-line string such as
+``"label=3,fraction=0.1,seed=1"`` into the keyword arguments of :func:`select_forget`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from monai_unlearn.core.datalist_values import (
+    ForgetSelectionError,
+    _id_forms,
+    _is_number,
+    _values_match,
+    normalize_label,
+    read_ids_file,
+)
 
 __all__ = [
     "ForgetSelectionError",
@@ -30,114 +37,11 @@ __all__ = [
     "read_ids_file",
     "select_forget",
     "select_forget_indices",
-    "parse_forget_selector",
 ]
 
 _MAX_LISTED = 5
 
 
-class ForgetSelectionError(ValueError):
-    """Raised when a forget-set request cannot be satisfied or is malformed.
-
-    It is a ``ValueError``, so callers that already catch ``ValueError`` keep working.
-    """
-
-
-# ----------------------------------------------------------------------------------------------------------
-# value helpers
-# ----------------------------------------------------------------------------------------------------------
-def _as_scalar(value: Any) -> Any:
-    """Unwrap numpy scalars and one-element arrays/tensors to plain Python values; leave others alone."""
-    if isinstance(value, torch.Tensor):
-        return value.reshape(-1)[0].item() if value.numel() == 1 else value
-    if isinstance(value, np.ndarray):
-        return value.reshape(-1)[0].item() if value.size == 1 else value
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _to_number(text: str) -> int | float | None:
-    """Parse ``text`` as an int or a float; ``None`` when it is neither."""
-    text = text.strip()
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _values_match(item_value: Any, wanted: Any) -> bool:
-    """Compare a datalist value with a requested one, letting ``3``, ``3.0`` and ``"3"`` match one another."""
-    item_value, wanted = _as_scalar(item_value), _as_scalar(wanted)
-    try:
-        equal = item_value == wanted
-        if isinstance(equal, bool) and equal:
-            return True
-    except Exception:  # exotic types whose comparison raises
-        pass
-    if isinstance(item_value, str) and _is_number(wanted):
-        number = _to_number(item_value)
-        return number is not None and number == wanted
-    if isinstance(wanted, str) and _is_number(item_value):
-        number = _to_number(wanted)
-        return number is not None and number == item_value
-    if isinstance(wanted, str) and isinstance(item_value, bool):
-        return wanted.strip().lower() == str(item_value).lower()
-    return False
-
-
-def normalize_label(label: Any) -> int:
-    """Turn one item's class label into a plain ``int``.
-
-    Accepted forms: a Python or numpy integer, an integral float (``3.0``), a numeric string (``"3"``), a
-    0-d or one-element array/tensor/list, or a one-hot vector (list, array or tensor with more than one
-    element, all 0 or 1, exactly one 1).
-
-    Args:
-        label: the label as it is stored in the datalist or dataset.
-
-    Returns:
-        the class index.
-
-    Raises:
-        ForgetSelectionError: when the label is not a single class index (a path to a segmentation mask,
-            a multi-hot vector, a non-integral float, ...).
-    """
-    original = label
-    if isinstance(label, (list, tuple)):
-        label = np.asarray(label)
-    if isinstance(label, torch.Tensor):
-        label = label.detach().cpu().numpy()
-    if isinstance(label, np.ndarray):
-        if label.size == 1:
-            label = label.reshape(-1)[0].item()
-        elif label.ndim == 1 and label.size > 1 and np.isin(label, (0, 1)).all() and label.sum() == 1:
-            return int(np.argmax(label))
-        else:
-            raise ForgetSelectionError(
-                f"label {original!r} is neither a class index nor a one-hot vector with exactly one 1."
-            )
-    label = _as_scalar(label)
-    if isinstance(label, str):
-        number = _to_number(label)
-        if number is None:
-            raise ForgetSelectionError(
-                f"label {original!r} is not a class index; selecting by label works for classification "
-                "datalists. For segmentation or metadata use `key=`/`value=`, `predicate=` or `ids=`."
-            )
-        label = number
-    if isinstance(label, bool) or not _is_number(label) or float(label) != int(label):
-        raise ForgetSelectionError(f"label {original!r} is not an integral class index.")
-    return int(label)
 
 
 def _requested_labels(label: Any, num_classes: int | None) -> set[int]:
@@ -212,59 +116,6 @@ def _finish(forget_idx: list[int], total: int, what: str) -> tuple[list[int], li
 # ----------------------------------------------------------------------------------------------------------
 # ids
 # ----------------------------------------------------------------------------------------------------------
-def read_ids_file(path: str | os.PathLike, id_key: str = "image") -> list[str]:
-    """Read item ids from a text or JSON file.
-
-    Text files (any suffix but ``.json``) hold one id per line; blank lines and lines starting with ``#``
-    are ignored and surrounding whitespace is stripped. JSON files hold a list of strings, or a list of
-    dicts from which ``id_key`` is read (for instance the forget part of a MONAI datalist).
-
-    Args:
-        path: the file to read.
-        id_key: the key to read from dict entries of a JSON list.
-
-    Returns:
-        the ids in file order.
-
-    Raises:
-        ForgetSelectionError: when the file is missing, or its JSON content has another layout.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ForgetSelectionError(f"ids file {str(path)!r} does not exist.")
-    if path.suffix.lower() == ".json":
-        with open(path, encoding="utf-8") as f:
-            content = json.load(f)
-        if not isinstance(content, list):
-            raise ForgetSelectionError(
-                f"ids file {str(path)!r} must hold a JSON list of strings or of dicts, got {type(content).__name__}."
-            )
-        ids = []
-        for i, entry in enumerate(content):
-            if isinstance(entry, Mapping):
-                if id_key not in entry:
-                    raise ForgetSelectionError(
-                        f"entry {i} of ids file {str(path)!r} has no key {id_key!r}; "
-                        f"its keys: {sorted(map(str, entry))}."
-                    )
-                ids.append(str(entry[id_key]))
-            elif isinstance(entry, (str, int)) and not isinstance(entry, bool):
-                ids.append(str(entry))
-            else:
-                raise ForgetSelectionError(
-                    f"entry {i} of ids file {str(path)!r} is a {type(entry).__name__}; expected a string or a dict."
-                )
-        return ids
-    with open(path, encoding="utf-8") as f:
-        lines = (line.strip() for line in f)
-        return [line for line in lines if line and not line.startswith("#")]
-
-
-def _id_forms(value: Any) -> tuple[str, str]:
-    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
-    return text, os.path.normpath(text) if text else text
-
-
 # ----------------------------------------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------------------------------------
@@ -477,129 +328,3 @@ def select_forget(
     forget_idx = _take_amount(matched, fraction, count, first_k, seed)
     forget_idx, remain_idx = _finish(forget_idx, total, what)
     return [datalist[i] for i in forget_idx], [datalist[i] for i in remain_idx]
-
-
-_TRUE = {"1", "true", "yes", "y", "on"}
-_FALSE = {"0", "false", "no", "n", "off"}
-
-
-def _parse_bool(name: str, text: str) -> bool:
-    low = text.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ForgetSelectionError(f"selector `{name}` expects true/false, got {text!r}.")
-
-
-def _parse_int(name: str, text: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ForgetSelectionError(f"selector `{name}` expects an integer, got {text!r}.") from None
-
-
-def parse_forget_selector(text: str) -> dict[str, Any]:
-    """Parse a command-line forget selector into keyword arguments for :func:`select_forget`.
-
-    Grammar::
-
-        selector := "@" PATH                       ids file (text or JSON, see read_ids_file)
-                  | PATH                           an existing file ending in .txt or .json: ids file
-                  | pair ("," pair)*
-        pair     := NAME "=" VALUE | "first_k"
-        VALUE    := ALT ("|" ALT)*                 "|" separates accepted alternatives
-
-    Reserved names and their types:
-
-    - ``label``: integer class index, or alternatives ``label=1|4``;
-    - ``fraction`` (float), ``count`` (int), ``seed`` (int), ``num_classes`` (int);
-    - ``first_k``: true/false/yes/no/1/0, or a bare ``first_k`` meaning true;
-    - ``ids``: inline ids, ``ids=a.nii.gz|b.nii.gz``; ``ids_file``: a path;
-    - ``id_key``, ``label_key``: datalist keys.
-
-    Any other ``NAME=VALUE`` selects items whose ``NAME`` equals ``VALUE`` (at most one such pair; use
-    ``|`` for several accepted values). Values are kept as strings; matching lets ``"3"`` equal an item value
-    ``3``. Whitespace around names and values is ignored.
-
-    Examples: ``"label=3"``, ``"label=3,fraction=0.1,seed=1"``, ``"device=scannerA|scannerB"``,
-    ``"@forget_ids.txt"``, ``"site=2,count=5,first_k"``.
-
-    Args:
-        text: the selector string.
-
-    Returns:
-        a dict of keyword arguments for :func:`select_forget`.
-
-    Raises:
-        ForgetSelectionError: on an empty selector, a pair without ``=``, an empty name or value, a name given
-            twice, a value of the wrong type, or more than one metadata key.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ForgetSelectionError("the forget selector is empty; e.g. 'label=3' or 'device=scannerA' or '@ids.txt'.")
-    text = text.strip()
-    if text.startswith("@"):
-        path = text[1:].strip()
-        if not path:
-            raise ForgetSelectionError("selector '@' needs a file path after it, e.g. '@forget_ids.txt'.")
-        return {"ids_file": path}
-    if text.lower().endswith((".txt", ".json")) and os.path.isfile(text):
-        return {"ids_file": text}
-
-    result: dict[str, Any] = {}
-    for raw in text.split(","):
-        token = raw.strip()
-        if not token:
-            raise ForgetSelectionError(f"selector {text!r} has an empty element (two commas in a row?).")
-        if "=" not in token:
-            if token == "first_k":
-                name, val = "first_k", "true"
-            else:
-                raise ForgetSelectionError(f"selector element {token!r} is not of the form name=value.")
-        else:
-            name, val = (part.strip() for part in token.split("=", 1))
-        if not name:
-            raise ForgetSelectionError(f"selector element {token!r} has no name before '='.")
-        if not val:
-            raise ForgetSelectionError(f"selector element {token!r} has no value after '='.")
-        dest = name
-        if name not in {
-            "label",
-            "fraction",
-            "count",
-            "seed",
-            "num_classes",
-            "first_k",
-            "ids",
-            "ids_file",
-            "id_key",
-            "label_key",
-        }:
-            if "key" in result:
-                raise ForgetSelectionError(
-                    f"selector {text!r} names more than one metadata key ({result['key']!r} and {name!r}); "
-                    "only one is supported, use a `predicate` in Python for more."
-                )
-            result["key"] = name
-            alts = [a.strip() for a in val.split("|")]
-            result["value"] = alts if len(alts) > 1 else alts[0]
-            continue
-        if dest in result:
-            raise ForgetSelectionError(f"selector {text!r} gives {name!r} more than once.")
-        if name == "label":
-            alts = [_parse_int("label", a) for a in val.split("|")]
-            result["label"] = alts if len(alts) > 1 else alts[0]
-        elif name == "fraction":
-            number = _to_number(val)
-            if number is None:
-                raise ForgetSelectionError(f"selector `fraction` expects a number, got {val!r}.")
-            result["fraction"] = float(number)
-        elif name in ("count", "seed", "num_classes"):
-            result[name] = _parse_int(name, val)
-        elif name == "first_k":
-            result["first_k"] = _parse_bool(name, val)
-        elif name == "ids":
-            result["ids"] = [a.strip() for a in val.split("|") if a.strip()]
-        else:  # ids_file, id_key, label_key
-            result[name] = val
-    return result
