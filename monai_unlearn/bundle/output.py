@@ -8,7 +8,6 @@ import os
 import shutil
 from typing import Any
 
-import torch
 
 import monai_unlearn
 from monai_unlearn.bundle.audit import build_audit
@@ -22,7 +21,7 @@ from monai_unlearn.io import atomic_write_json
 from monai_unlearn.metrics.headline import format_table, headline_rows
 from monai_unlearn.metrics.plots import LOSS_SERIES, curves_figure, has_matplotlib, per_class_figure, write_png
 from monai_unlearn.metrics.retrain_gap import retrain_gap
-from monai_unlearn.runner import UnlearningResult, optimizer_record
+from monai_unlearn.result import UnlearningResult, optimizer_record
 
 __all__ = ["write_unlearned_bundle"]
 

@@ -1,0 +1,63 @@
+"""The record of one unlearning run: what ran, how long, and the evaluations before and after."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from monai_unlearn.metrics.headline import format_table, headline_rows
+
+__all__ = ["UnlearningResult", "optimizer_record"]
+
+
+@dataclass
+class UnlearningResult:
+    """The record of one unlearning run.
+
+    Attributes:
+        method: ``"PSG"`` or ``"Boundary Shrink"``.
+        config: the PSG parameters.
+        optimizer: the optimizer's class and hyper-parameters.
+        epochs: passes over the forget set that ran.
+        iterations: unlearning steps that ran.
+        time_s: wall time of the unlearning steps alone (evaluation excluded).
+        before: ``evaluate_unlearning`` of the original model (``None`` when evaluation was off).
+        after: the same for the revised model.
+        retrained: the same for a retrained model, when one was given.
+        retrain_gap: absolute differences between ``after`` and ``retrained`` headline numbers.
+        history: per-epoch mean losses and boundary flip rates.
+    """
+
+    method: str
+    config: dict[str, Any]
+    optimizer: dict[str, Any]
+    epochs: int
+    iterations: int
+    time_s: float
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    retrained: dict[str, Any] | None = None
+    retrain_gap: dict[str, float] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON-serialisable dictionary."""
+        return asdict(self)
+
+    def table(self) -> str:
+        """A plain-text before/after table of the headline numbers."""
+        rows = {}
+        for name in ("before", "after", "retrained"):
+            evaluation = getattr(self, name)
+            if evaluation is not None:
+                rows[name] = headline_rows(evaluation)
+        return format_table(rows)
+
+
+def optimizer_record(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's class name and scalar hyper-parameters, for reports."""
+    return {"name": type(optimizer).__name__, **{
+        k: v for k, v in optimizer.defaults.items() if isinstance(v, (int, float, bool, str))
+    }}
