@@ -102,11 +102,13 @@ class TestCommandLine(ComponentsCase):
 
     def test_overrides_by_id_on_the_command_line(self):
         out = os.path.join(self.tmp, "out", "cli_rmsprop")
-        proc = self.command(out, "--unlearn#optimizer#_target_", "torch.optim.RMSprop", "--unlearn#optimizer#lr", "0.002")
+        proc = self.command(out, "--unlearn#optimizer#_target_", "torch.optim.RMSprop", "--unlearn#optimizer#lr", "0.002",
+                            "--unlearn#extra_handlers", "['@train#handlers#0']", "--unlearn#progress#_disabled_", "true")
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         report = json.load(open(os.path.join(out, "unlearning", "report.json")))
         self.assertEqual(report["optimizer"]["name"], "RMSprop")
         self.assertEqual(report["optimizer"]["lr"], 0.002)
+        self.assertIn("train_loss", proc.stdout + proc.stderr)  # the wrapped bundle's StatsHandler logged the steps
 
     def test_bad_request_names_its_cause(self):
         proc = self.command(os.path.join(self.tmp, "out", "cli_bad"), "--forget", "device=scanner_z")
