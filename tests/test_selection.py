@@ -334,6 +334,41 @@ class TestParseForgetSelector(unittest.TestCase):
             parse_forget_selector(text)
 
 
+class TestSelectByPosition(unittest.TestCase):
+    """Data without paths (in-memory datasets) is forgotten by item position."""
+
+    def setUp(self):
+        self.items = [{"image": torch.zeros(1) + i, "label": i % 3} for i in range(10)]
+
+    def test_positions_inline_and_with_other_criteria(self):
+        forget, remain = select_forget(self.items, **parse_forget_selector("index=3,7,9"))
+        self.assertEqual([int(it["image"]) for it in forget], [3, 7, 9])
+        self.assertEqual(len(remain), 7)
+        forget, _ = select_forget(self.items, index=[3, 4, 5], label=1)  # criteria combine (AND)
+        self.assertEqual([int(it["image"]) for it in forget], [4])
+
+    def test_positions_from_a_file(self):
+        with tempfile.TemporaryDirectory() as folder:
+            text, listed = os.path.join(folder, "withdrawn.txt"), os.path.join(folder, "withdrawn.json")
+            with open(text, "w") as f:
+                f.write("# withdrawn consent\n2\n\n8\n")
+            with open(listed, "w") as f:
+                json.dump([1, 6], f)
+            self.assertEqual([int(it["image"]) for it in select_forget(self.items, index_file=text)[0]], [2, 8])
+            self.assertEqual([int(it["image"]) for it in
+                              select_forget(self.items, **parse_forget_selector(f"index_file={listed}"))[0]], [1, 6])
+
+    def test_bad_positions(self):
+        with self.assertRaisesRegex(ForgetSelectionError, r"position 10, outside the datalist's 0..9"):
+            select_forget(self.items, index=[2, 10])
+        with self.assertRaisesRegex(ForgetSelectionError, "'x', which is not an item position"):
+            select_forget(self.items, index=["x"])
+        with self.assertRaisesRegex(ForgetSelectionError, "either `index` or `index_file`"):
+            select_forget(self.items, index=[1], index_file="f.txt")
+        with self.assertRaisesRegex(ForgetSelectionError, "expects an integer"):
+            parse_forget_selector("index=1,two")
+
+
 class TestSelectionFuzz(unittest.TestCase):
     """Seeded random datalists and selectors: every outcome is a correct split or a documented error."""
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from monai.bundle import ConfigParser
 
+from monai_unlearn.bundle.task import class_index
+from monai_unlearn.core.datalist_values import normalize_label
 from monai_unlearn.core.forget_selector import parse_forget_selector
 from monai_unlearn.core.selection import select_forget
 
-__all__ = ["is_segmentation_datalist", "select_segmentation_forget", "sliding_window_roi"]
+__all__ = ["has_class_labels", "is_segmentation_datalist", "select_bundle_items", "select_segmentation_forget",
+           "sliding_window_roi", "transformed_labels"]
 
 
 def is_segmentation_datalist(datalist: Any) -> bool:
@@ -72,3 +76,59 @@ def sliding_window_roi(parser: ConfigParser, inferer_id: str | None) -> Any:
         return None
     roi = parser.get_parsed_content(f"{inferer_id}#roi_size")
     return list(roi) if isinstance(roi, (list, tuple)) else roi
+
+
+def has_class_labels(items: Sequence[Mapping[str, Any]], label_key: str = "label") -> bool:
+    """Whether every item's own ``label`` is a class (an index, a numeric string, a one-element array or one-hot),
+    so forgetting by class can read it without running the bundle's transforms."""
+    for item in items:
+        try:
+            normalize_label(item[label_key])
+        except (KeyError, ValueError, TypeError):
+            return False
+    return True
+
+
+def transformed_labels(items: Sequence[Mapping[str, Any]], transform: Callable) -> list[int | None]:
+    """The class of each item as the bundle's transforms make it (e.g. from a label map and a mask value);
+    ``None`` for an item that cannot be read (screening reports it)."""
+    labels: list[int | None] = []
+    for item in items:
+        try:
+            data = transform(copy.deepcopy(dict(item)))
+            labels.append(class_index(data["label"]))
+        except Exception:  # unreadable items are reported by the screening, not here
+            labels.append(None)
+    return labels
+
+
+def select_bundle_items(
+    items: list[Mapping[str, Any]],
+    selector: str,
+    task: str,
+    num_classes: int | None = None,
+    labels: Sequence[int | None] | None = None,
+) -> tuple[list, list, list[int] | None, bool]:
+    """Forget and remain items of a bundle's training data for a selector, as ``select_segmentation_forget``
+    returns them (for classification the last two are ``None`` and ``True``).
+
+    Args:
+        items: the training items (positions are their indices here).
+        selector: the forget selector text.
+        task: ``"classification"`` or ``"segmentation"``.
+        num_classes: the network's classes, when known.
+        labels: classification: each item's class as the transforms make it, when the items' own labels are not
+            classes (selection by ``label=`` then uses these); the returned items are the original ones.
+    """
+    if task == "segmentation":
+        return select_segmentation_forget(list(items), selector, num_classes)
+    kwargs = parse_forget_selector(selector)
+    if labels is None:
+        forget, remain = select_forget(items, **kwargs, num_classes=num_classes)
+        return list(forget), list(remain), None, True
+    labelled = [(item, label) for item, label in zip(items, labels) if label is not None]
+    views = [{**item, "label": label} for item, label in labelled]
+    original = {id(view): item for view, (item, _) in zip(views, labelled)}
+    forget, remain = select_forget(views, **kwargs, num_classes=num_classes)
+    unlabelled = [item for item, label in zip(items, labels) if label is None]  # unreadable: screening reports them
+    return [original[id(v)] for v in forget], [original[id(v)] for v in remain] + unlabelled, None, True

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from monai.bundle import ConfigParser
 
-__all__ = ["BundleLayout", "BundleLayoutError", "KEY_CANDIDATES", "detect_layout", "find_bundle_config"]
+__all__ = ["BundleLayout", "BundleLayoutError", "KEY_CANDIDATES", "detect_layout", "find_bundle_config", "missing_package"]
+
+# import names whose pip package is called otherwise
+PIP_NAMES = {"skimage": "scikit-image", "PIL": "pillow", "cv2": "opencv-python", "sklearn": "scikit-learn",
+             "yaml": "pyyaml", "pandas": "pandas", "torchvision": "torchvision", "itk": "itk"}
 
 # Model Zoo bundles mostly nest sections (``train#dataset``); the zoo's templates keep them flat
 # (``train_dataset``). The first key present wins; deterministic (validation) preprocessing is preferred
@@ -16,7 +22,8 @@ __all__ = ["BundleLayout", "BundleLayoutError", "KEY_CANDIDATES", "detect_layout
 KEY_CANDIDATES: dict[str, tuple[str, ...]] = {
     "network": ("network_def", "network"),
     "datalist": ("train#dataset#data", "train_dataset#data", "train#datalist", "train_datalist", "datalist"),
-    "preprocessing": ("validate#preprocessing", "val_preprocessing", "train#preprocessing", "preprocessing"),
+    "preprocessing": ("validate#preprocessing", "val_preprocessing", "val_transforms", "train#preprocessing",
+                      "train_transforms", "preprocessing"),
     "val_datalist": ("validate#dataset#data", "val_dataset#data", "validate#datalist", "val_datalist"),
     "device": ("device",),
     # segmentation bundles: a sliding-window inferer here sets the ROI of the Dice evaluation
@@ -76,6 +83,7 @@ def detect_layout(parser: ConfigParser, overrides: Mapping[str, str | None] | No
     found: dict[str, str | None] = {}
     for part, candidates in KEY_CANDIDATES.items():
         named = overrides.get(part)
+        named = named.replace("::", "#") if isinstance(named, str) else named  # MONAI normalises "#" to "::"
         if named:
             if named not in parser:
                 raise BundleLayoutError(
@@ -91,3 +99,26 @@ def detect_layout(parser: ConfigParser, overrides: Mapping[str, str | None] | No
                 f"it with an override, e.g. `--unlearn_keys#{part} <config id>`."
             )
     return BundleLayout(**found)  # type: ignore[arg-type]
+
+
+def missing_package(error: BaseException) -> str | None:
+    """The pip package whose absence caused ``error`` (through MONAI's "Failed to ..." wrappers), or ``None``.
+
+    Recognises ``ModuleNotFoundError`` from a ``$import`` or a transform's own import, and MONAI's
+    "Cannot locate class or function path" for a ``_target_`` whose top-level module is not installed.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ModuleNotFoundError):
+            name = current.name
+            if name is None:
+                match = re.search(r"(?:No module named|Cannot locate class or function path:) '([\w.]+)'", str(current))
+                name = match.group(1) if match else None
+            if name:
+                top = name.split(".")[0]
+                if importlib.util.find_spec(top) is None:
+                    return PIP_NAMES.get(top, top)
+        current = current.__cause__ or current.__context__
+    return None

@@ -63,8 +63,9 @@ def write_unlearned_bundle(request: Any, trainer: Any, history: Any, metrics: An
     record.update(
         selector=request.selector, num_forgotten=len(forget_items), num_remain=len(request.remain_items),
         source_bundle=request.bundle_root, layout=request.layout.to_dict(),
-        monai_unlearn_version=monai_unlearn.__version__, task=request.task, forget_classes=forget_classes,
-        skipped_items=request.skipped_items,
+        monai_unlearn_version=monai_unlearn.__version__, task=request.task, task_reason=request.task_reason,
+        forget_classes=forget_classes, skipped_items=request.skipped_items, training_data=request.datalist_source,
+        forgotten_items=request.item_records(forget_items),
     )
     headline = {name: headline_rows(record[name]) for name in ("before", "after", "retrained") if record.get(name)}
     audit_params = {"method": result.method, "config": result.config, "optimizer": result.optimizer,
@@ -74,8 +75,11 @@ def write_unlearned_bundle(request: Any, trainer: Any, history: Any, metrics: An
         audit_params.update(task="segmentation", forget_classes=forget_classes)
         # labels are label-map paths: never list them in clear; count the forgotten items by case and device
         audit_kwargs = dict(label_key="forget_class", group_keys=("device", "site", "manufacturer", "case"))
+    positions = [request.positions.get(id(item)) for item in forget_items]
+    labels = None if request.labels is None else [request.labels.get(id(item)) for item in forget_items]
     audit = build_audit(forget_items, request.selector, audit_params, headline,
-                        reason=str(setting(request.parser, "unlearn_reason")), **audit_kwargs)
+                        reason=str(setting(request.parser, "unlearn_reason")), positions=positions, labels=labels,
+                        **audit_kwargs)
     config = trainer.unlearner.config
     what = (f"label class(es) {forget_classes} forgotten voxel by voxel in {len(forget_items)} training items"
             if forget_classes else f"{len(forget_items)} training items forgotten")

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
 import torch
 from monai.bundle import ConfigParser
 from monai.data import DataLoader, Dataset
+from monai.transforms import Compose
 
 from monai_unlearn.bundle.checkpoint import load_bundle_weights
-from monai_unlearn.bundle.forget_items import is_segmentation_datalist, select_segmentation_forget, sliding_window_roi
+from monai_unlearn.bundle.datalist import datalist_items, item_content_sha256, item_path
+from monai_unlearn.bundle.forget_items import has_class_labels, select_bundle_items, sliding_window_roi, transformed_labels
 from monai_unlearn.bundle.inputs import ShapeCheck, screen_items
-from monai_unlearn.bundle.layout import detect_layout
+from monai_unlearn.bundle.layout import detect_layout, missing_package
 from monai_unlearn.bundle.parser import calling_config_parser
 from monai_unlearn.bundle.settings import selector_text, setting
-from monai_unlearn.core.forget_selector import parse_forget_selector
-from monai_unlearn.core.selection import select_forget
+from monai_unlearn.bundle.task import detect_task
 from monai_unlearn.distributed import distributed_sampler, init_distributed, is_distributed, rank_device
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
 from monai_unlearn.metrics.headline import forget_score
@@ -88,38 +90,48 @@ class UnlearningRequest:
         self.shuffle = setting(parser, "unlearn_shuffle")
         self.seed = int(setting(parser, "unlearn_params").get("seed") or 0)
 
-        datalist = parser.get_parsed_content(self.layout.datalist)
-        if not isinstance(datalist, (list, tuple)) or not all(isinstance(d, Mapping) for d in datalist):
-            raise ValueError(f"the training datalist at config id {self.layout.datalist!r} is not a list of dicts.")
+        data = datalist_items(self._part(self.layout.datalist, "training data"), self.layout.datalist)
+        datalist = data.items
+        self.datalist_source = data.source
+        self.positions = {id(item): i for i, item in enumerate(datalist)}  # an item's index in the training data
         self.num_classes = parser.get("num_classes") if isinstance(parser.get("num_classes"), int) else None
-        self.task = "segmentation" if is_segmentation_datalist(datalist) else "classification"
-        self.forget_classes: list[int] | None = None
-        self.remain_ignore_forget_classes = True
-        if self.task == "segmentation":
-            forget, remain, self.forget_classes, self.remain_ignore_forget_classes = select_segmentation_forget(
-                list(datalist), self.selector, self.num_classes)
-        else:
-            forget, remain = select_forget(list(datalist), **parse_forget_selector(self.selector),
-                                           num_classes=self.num_classes)
-        logger.info("forgetting %s of %d training items (selector %r)",
-                    f"class(es) {self.forget_classes} in {len(forget)}" if self.forget_classes else len(forget),
-                    len(datalist), self.selector)
 
-        self.network = parser.get_parsed_content(self.layout.network, lazy=False)
+        self.network = self._part(self.layout.network, "network", lazy=False)
         load_bundle_weights(self.network, setting(parser, "unlearn_ckpt") or os.path.join(
             self.bundle_root, "models", "model.pt"), self.device)
         self.network.to(self.device)
         if self.channels_last:
             self.network.to(memory_format=torch.channels_last)
         retrained_ckpt = setting(parser, "unlearn_retrained_ckpt")
-        self.retrained = (load_bundle_weights(parser.get_parsed_content(self.layout.network, lazy=False),
+        self.retrained = (load_bundle_weights(self._part(self.layout.network, "network", lazy=False),
                                               retrained_ckpt, self.device) if retrained_ckpt else None)
+        # a dataset that transforms its own items gives them ready: the preprocessing is not applied twice
+        self.transform = Compose([]) if data.transformed else self._part(self.layout.preprocessing, "preprocessing")
+        if self.layout.val_datalist:  # read now, so a missing package or a bad id fails before any work
+            self.val_source = datalist_items(self._part(self.layout.val_datalist, "validation data"),
+                                             self.layout.val_datalist).items
+        else:
+            self.val_source = []
 
-        self.transform = parser.get_parsed_content(self.layout.preprocessing)
+        image, label = self._first_usable(datalist)
+        self.task, self.task_reason = detect_task(self.network, image, label, self.device,
+                                                  setting(parser, "unlearn_task"))
+        logger.info("task: %s (%s)", self.task, self.task_reason)
+        labels = None
+        if self.task == "classification" and not has_class_labels(datalist):
+            labels = transformed_labels(datalist, self.transform)  # classes made by the bundle's transforms
+        self.forget_classes: list[int] | None = None
+        forget, remain, self.forget_classes, self.remain_ignore_forget_classes = select_bundle_items(
+            datalist, self.selector, self.task, self.num_classes, labels)
+        self.labels = None if labels is None else {id(item): c for item, c in zip(datalist, labels)}
+        logger.info("forgetting %s of %d training items (selector %r)",
+                    f"class(es) {self.forget_classes} in {len(forget)}" if self.forget_classes else len(forget),
+                    len(datalist), self.selector)
+
         self.step_transform = self.transform
         patch_size = setting(parser, "unlearn_patch_size") if self.task == "segmentation" else None
         if patch_size:
-            from monai.transforms import Compose, RandSpatialCropd
+            from monai.transforms import RandSpatialCropd
 
             self.step_transform = Compose([self.transform, RandSpatialCropd(
                 keys=["image", "label"], roi_size=patch_size, random_size=False)])
@@ -148,12 +160,43 @@ class UnlearningRequest:
         shapes = ShapeCheck(probe, match="channels" if self.task == "segmentation" else "shape")
         forget, skipped = screen_items(forget, self.transform, policy, "forget", shapes=shapes)
         remain, skipped_remain = screen_items(remain, self.transform, policy, "remain", shapes=shapes)
-        val: list = []
-        skipped_val: list = []
-        if self.layout.val_datalist:
-            val_items = self.parser.get_parsed_content(self.layout.val_datalist)
-            val, skipped_val = screen_items(list(val_items or []), self.transform, policy, "validation", shapes=shapes)
+        val, skipped_val = screen_items(self.val_source, self.transform, policy, "validation", shapes=shapes)
         return forget, remain, val, skipped + skipped_remain + skipped_val
+
+    def _part(self, config_id: str, what: str, **kwargs: Any) -> Any:
+        """The wrapped bundle's config id, parsed; a package it needs that is missing is named with the id."""
+        try:
+            return self.parser.get_parsed_content(config_id, **kwargs)
+        except Exception as error:
+            package = missing_package(error)
+            if package is None:
+                raise
+            raise ModuleNotFoundError(
+                f"the wrapped bundle's {what} (config id {config_id!r}) needs the package {package!r}, which is not "
+                f"installed: `pip install {package}`. Nothing was done.") from error
+
+    def _first_usable(self, items: list) -> tuple[torch.Tensor, Any]:
+        """The transformed image and label of the first item that the bundle's preprocessing reads."""
+        for item in items:
+            try:
+                data = self.transform(copy.deepcopy(dict(item)))
+            except Exception:  # unreadable items are reported by the screening
+                continue
+            data = data[0] if isinstance(data, list) else data
+            return torch.as_tensor(data["image"]), data.get("label")
+        raise ValueError(f"none of the {len(items)} training items can be read through the bundle's preprocessing "
+                         f"({self.layout.preprocessing!r}); check the data paths and the preprocessing.")
+
+    def item_records(self, items: list) -> list[dict[str, Any]]:
+        """How the report names items: the position in the training data, and the content hash of in-memory items
+        (items with a path are named by it in the audit, hashed)."""
+        records = []
+        for item in items:
+            record: dict[str, Any] = {"index": self.positions.get(id(item))}
+            if item_path(item) is None:
+                record["content_sha256"] = item_content_sha256(item)
+            records.append(record)
+        return records
 
     @cached_property
     def trained_network(self) -> torch.nn.Module:

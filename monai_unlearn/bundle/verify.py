@@ -9,14 +9,14 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 from monai.data import DataLoader, Dataset
+from monai.transforms import Compose
 
 from monai_unlearn.bundle.audit import sha256_text
 from monai_unlearn.bundle.compose import bundle_network
 from monai_unlearn.bundle.layout import detect_layout, find_bundle_config
-from monai_unlearn.bundle.forget_items import is_segmentation_datalist, select_segmentation_forget
+from monai_unlearn.bundle.datalist import datalist_items, item_content_sha256, item_path
+from monai_unlearn.bundle.forget_items import has_class_labels, select_bundle_items, transformed_labels
 from monai_unlearn.bundle.settings import REPORT_DIR
-from monai_unlearn.core.forget_selector import parse_forget_selector
-from monai_unlearn.core.selection import select_forget
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
 
 __all__ = ["verify_unlearned_bundle"]
@@ -29,7 +29,9 @@ def _train_config(root: str) -> str:
 
 
 def _id_hash(item: Mapping[str, Any]) -> str:
-    return sha256_text(str(item.get("image")))  # as the audit records it, without reading the file
+    """The item's ``id_sha256`` as the audit records it: its path hashed (without reading the file), or the hash
+    of an in-memory item's arrays."""
+    return sha256_text(str(item.get("image"))) if item_path(item) is not None else item_content_sha256(item)
 
 
 def verify_unlearned_bundle(
@@ -64,11 +66,14 @@ def verify_unlearned_bundle(
     for key, value in (overrides or {}).items():
         parser[key] = value
     layout = detect_layout(parser, {k: v for k, v in (record.get("layout") or {}).items() if v})
-    datalist = list(parser.get_parsed_content(layout.datalist))
-    if is_segmentation_datalist(datalist):
-        forget, remain, _, _ = select_segmentation_forget(datalist, record["selector"], None)
-    else:
-        forget, remain = select_forget(datalist, **parse_forget_selector(record["selector"]))
+    data = datalist_items(parser.get_parsed_content(layout.datalist), layout.datalist)
+    datalist = data.items
+    task = record.get("task", "classification")
+    transform = Compose([]) if data.transformed else parser.get_parsed_content(layout.preprocessing)
+    labels = None
+    if task == "classification" and not has_class_labels(datalist):
+        labels = transformed_labels(datalist, transform)
+    forget, remain, _, _ = select_bundle_items(datalist, record["selector"], task, None, labels)
     skipped = {s["id_sha256"] for s in record.get("skipped_items") or []}
 
     def usable(items: list) -> list:  # items skipped as unreadable were not part of the run
@@ -80,12 +85,12 @@ def verify_unlearned_bundle(
                "recomputed": len(hashes), "ok": hashes == [i["id_sha256"] for i in audit["items"]]}]
 
     if record.get("task", "classification") == "classification" and record.get("before") and record.get("after"):
-        transform = parser.get_parsed_content(layout.preprocessing)
 
         def loader(items: list) -> DataLoader:
             return DataLoader(Dataset(items, transform), batch_size=batch_size)
 
-        val = usable(list(parser.get_parsed_content(layout.val_datalist))) if layout.val_datalist else []
+        val = (usable(datalist_items(parser.get_parsed_content(layout.val_datalist), layout.val_datalist).items)
+               if layout.val_datalist else [])
         loaders = (loader(forget), loader(remain), loader(val) if val else None)
         for name, root in (("before", original), ("after", unlearned)):
             evaluation = evaluate_unlearning(bundle_network(root).eval(), *loaders)

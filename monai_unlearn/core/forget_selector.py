@@ -47,14 +47,16 @@ def parse_forget_selector(text: str) -> dict[str, Any]:
     - ``fraction`` (float), ``count`` (int), ``seed`` (int), ``num_classes`` (int);
     - ``first_k``: true/false/yes/no/1/0, or a bare ``first_k`` meaning true;
     - ``ids``: inline ids, ``ids=a.nii.gz|b.nii.gz``; ``ids_file``: a path;
-    - ``id_key``, ``label_key``: datalist keys.
+    - ``id_key``, ``label_key``: datalist keys;
+    - ``index``: item positions (0-based) for data without paths, ``index=3,7,12`` or ``index=3|7|12``;
+      ``index_file``: a file of positions (one per line, or a JSON list).
 
     Any other ``NAME=VALUE`` selects items whose ``NAME`` equals ``VALUE`` (at most one such pair; use
     ``|`` for several accepted values). Values are kept as strings; matching lets ``"3"`` equal an item value
     ``3``. Whitespace around names and values is ignored.
 
     Examples: ``"label=3"``, ``"label=3,fraction=0.1,seed=1"``, ``"device=scannerA|scannerB"``,
-    ``"@forget_ids.txt"``, ``"site=2,count=5,first_k"``.
+    ``"@forget_ids.txt"``, ``"site=2,count=5,first_k"``, ``"index=3,7,12"``.
 
     Args:
         text: the selector string.
@@ -78,10 +80,14 @@ def parse_forget_selector(text: str) -> dict[str, Any]:
         return {"ids_file": text}
 
     result: dict[str, Any] = {}
+    previous = None
     for raw in text.split(","):
         token = raw.strip()
         if not token:
             raise ForgetSelectionError(f"selector {text!r} has an empty element (two commas in a row?).")
+        if "=" not in token and previous == "index" and token != "first_k":  # index=3,7,12: more positions
+            result["index"].append(_parse_int("index", token))
+            continue
         if "=" not in token:
             if token == "first_k":
                 name, val = "first_k", "true"
@@ -94,6 +100,7 @@ def parse_forget_selector(text: str) -> dict[str, Any]:
         if not val:
             raise ForgetSelectionError(f"selector element {token!r} has no value after '='.")
         dest = name
+        previous = name
         if name not in {
             "label",
             "fraction",
@@ -105,6 +112,8 @@ def parse_forget_selector(text: str) -> dict[str, Any]:
             "ids_file",
             "id_key",
             "label_key",
+            "index",
+            "index_file",
         }:
             if "key" in result:
                 raise ForgetSelectionError(
@@ -131,6 +140,8 @@ def parse_forget_selector(text: str) -> dict[str, Any]:
             result["first_k"] = _parse_bool(name, val)
         elif name == "ids":
             result["ids"] = [a.strip() for a in val.split("|") if a.strip()]
+        elif name == "index":
+            result["index"] = [_parse_int("index", a) for a in val.split("|")]
         else:  # ids_file, id_key, label_key
             result[name] = val
     return result

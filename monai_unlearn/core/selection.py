@@ -37,6 +37,7 @@ __all__ = [
     "read_ids_file",
     "select_forget",
     "select_forget_indices",
+    "read_positions",
 ]
 
 _MAX_LISTED = 5
@@ -187,6 +188,8 @@ def select_forget(
     id_key: str = "image",
     label_key: str = "label",
     num_classes: int | None = None,
+    index: Iterable[int] | int | None = None,
+    index_file: str | os.PathLike | None = None,
 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
     """Split a MONAI datalist into a forget list and a remain list.
 
@@ -215,6 +218,9 @@ def select_forget(
         id_key: the datalist key that identifies an item.
         label_key: the datalist key holding the class label.
         num_classes: the model's number of classes; a requested label outside ``0..num_classes-1`` is an error.
+        index: positions of the items to forget in ``datalist`` (0-based), for data without paths (in-memory
+            datasets, ``NPZDictItemDataset``).
+        index_file: a file of positions: one per line (``#`` comments) or a JSON list.
 
     Returns:
         ``(forget, remain)`` lists of datalist items.
@@ -224,7 +230,8 @@ def select_forget(
             ``value`` or the other way round; both ``ids`` and ``ids_file``; both ``fraction`` and ``count``;
             a ``fraction`` outside (0, 1]; a key that no item has (the message lists the keys that exist); a
             label outside the model's classes; ids that match no item (up to five are listed, with the count);
-            and when the forget set would be empty or would hold every item.
+            positions outside the datalist, both ``index`` and ``index_file``; and when the forget set would be
+            empty or would hold every item.
     """
     if isinstance(datalist, Mapping) or not isinstance(datalist, Sequence):
         raise ForgetSelectionError(
@@ -245,10 +252,11 @@ def select_forget(
         raise ForgetSelectionError(f"`predicate` must be callable, got {type(predicate).__name__}.")
     has_criterion = label is not None or key is not None or predicate is not None
     has_criterion = has_criterion or ids is not None or ids_file is not None
+    has_criterion = has_criterion or index is not None or index_file is not None
     if not has_criterion and fraction is None and count is None:
         raise ForgetSelectionError(
             "no selection criterion given: pass at least one of `label=`, `key=`/`value=`, `predicate=`, "
-            "`ids=`, `ids_file=`, or `fraction=`/`count=` for a random subset."
+            "`ids=`, `ids_file=`, `index=`, `index_file=`, or `fraction=`/`count=` for a random subset."
         )
     _check_amount(fraction, count, first_k)
 
@@ -321,6 +329,12 @@ def select_forget(
             matches[i] = matches[i] and i in hit
         described.append(f"{id_key} in {source}")
 
+    if index is not None or index_file is not None:
+        positions = read_positions(index, index_file, total)
+        for i in range(total):
+            matches[i] = matches[i] and i in positions
+        described.append(f"position in {sorted(positions)[:_MAX_LISTED]}" + ("..." if len(positions) > _MAX_LISTED else ""))
+
     what = " and ".join(described) if described else "the whole datalist"
     matched = [i for i in range(total) if matches[i]]
     if not matched:
@@ -328,3 +342,43 @@ def select_forget(
     forget_idx = _take_amount(matched, fraction, count, first_k, seed)
     forget_idx, remain_idx = _finish(forget_idx, total, what)
     return [datalist[i] for i in forget_idx], [datalist[i] for i in remain_idx]
+
+
+def read_positions(index: Iterable[int] | int | None, index_file: str | os.PathLike | None, total: int) -> set[int]:
+    """The item positions named by ``index`` or by the lines (or JSON list) of ``index_file``.
+
+    Raises:
+        ForgetSelectionError: for both or neither given, a position that is not an integer or lies outside
+            ``0..total-1``, or an empty list.
+    """
+    if (index is None) == (index_file is None):
+        raise ForgetSelectionError("give either `index` or `index_file`.")
+    source = "`index`"
+    if index_file is not None:
+        source = f"index file {os.fspath(index_file)!r}"
+        try:
+            with open(index_file, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as error:
+            raise ForgetSelectionError(f"cannot read the {source}: {error}") from None
+        stripped = text.strip()
+        if stripped.startswith("["):
+            import json
+
+            values: list[Any] = list(json.loads(stripped))
+        else:
+            values = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    else:
+        values = [index] if isinstance(index, (int, str)) else list(index)  # type: ignore[arg-type]
+    positions = set()
+    for value in values:
+        try:
+            position = int(str(value).strip())
+        except ValueError:
+            raise ForgetSelectionError(f"{source} holds {value!r}, which is not an item position.") from None
+        if not 0 <= position < total:
+            raise ForgetSelectionError(f"{source} names position {position}, outside the datalist's 0..{total - 1}.")
+        positions.add(position)
+    if not positions:
+        raise ForgetSelectionError(f"{source} names no positions.")
+    return positions
