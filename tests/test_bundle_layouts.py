@@ -13,7 +13,7 @@ import unittest
 
 import numpy as np
 import torch
-from monai.data import Dataset, NPZDictItemDataset, partition_dataset
+from monai.data import CacheDataset, Dataset, NPZDictItemDataset, PersistentDataset, partition_dataset
 from torch.utils.data import Subset
 
 from monai_unlearn.bundle import unlearn_from_parser
@@ -149,6 +149,11 @@ class TestDatalistItems(unittest.TestCase):
         raw = datalist_items(Subset(Dataset(self.items, double), [4, 1]), "x")
         self.assertEqual([float(it["image"].max()) for it in raw.items], [4.0, 1.0])
         self.assertEqual((raw.transformed, raw.source), (False, "Subset of Dataset"))
+        with tempfile.TemporaryDirectory() as cache:
+            for dataset in (CacheDataset(self.items, double, progress=False), PersistentDataset(self.items, double, cache)):
+                got = datalist_items(dataset, "x")
+                self.assertEqual([float(it["image"].max()) for it in got.items], list(range(6)))
+                self.assertFalse(got.transformed)
 
         class Transforming:  # indexable, applies its own transform: taken as it yields, marked transformed
             transform = staticmethod(double)
@@ -191,7 +196,7 @@ class TestDatalistItems(unittest.TestCase):
     @unittest.skipIf(importlib.util.find_spec("skimage") is not None, "scikit-image is installed here")
     def test_pip_name_of_a_missing_package(self):
         try:
-            import skimage  # noqa: F401
+            import skimage  # noqa: F401  (absent here: its error is what is tested)
         except ModuleNotFoundError as error:
             self.assertEqual(missing_package(RuntimeError("Failed to instantiate")), None)
             wrapped = RuntimeError("Failed to instantiate component")
