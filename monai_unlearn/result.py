@@ -28,6 +28,8 @@ class UnlearningResult:
         retrained: the same for a retrained model, when one was given.
         retrain_gap: absolute differences between ``after`` and ``retrained`` headline numbers.
         history: per-epoch mean losses and boundary flip rates.
+        stopping: with a regime: the regime decision, the calibrated target, every check, why the run stopped and
+            whether it rewound (``None`` for a fixed number of passes).
     """
 
     method: str
@@ -41,6 +43,7 @@ class UnlearningResult:
     retrained: dict[str, Any] | None = None
     retrain_gap: dict[str, float] | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    stopping: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a JSON-serialisable dictionary."""

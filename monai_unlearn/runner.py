@@ -20,6 +20,7 @@ from monai_unlearn.core.checks import IGNORE_INDEX, class_mask, validate_first_b
 from monai_unlearn.core.config import PSGConfig, method_name
 from monai_unlearn.distributed import is_distributed
 from monai_unlearn.engines.unlearning_trainer import UnlearningTrainer
+from monai_unlearn.handlers.calibrated_stop_handler import regime_stop_handler
 from monai_unlearn.handlers.forget_score_handler import ForgetScoreHandler
 from monai_unlearn.handlers.forget_target_stopper import ForgetTargetStopper
 from monai_unlearn.handlers.unlearning_checkpoint_handler import UnlearningCheckpointHandler
@@ -81,6 +82,10 @@ def unlearn(
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
+    regime: str | None = None,
+    val_loader: Iterable[Any] | None = None,
+    check_every: int | None = None,
+    rewind: bool = True,
 ) -> tuple[torch.nn.Module, UnlearningResult]:
     """Unlearn the forget set from ``model`` with PSG and return the revised model and its record.
 
@@ -145,6 +150,19 @@ def unlearn(
         resume: continue from the checkpoint in ``checkpoint_dir`` (if there is one) to the same result as an
             uninterrupted run. Each pass starts a fresh pass over the remain loader, so a pass boundary is a
             complete resume point; random MONAI transforms keep their own generators, which are not restored.
+        regime: ``None`` runs ``epochs`` passes (today's default). ``"auto"`` decides the regime from the data
+            (``monai_unlearn.core.regime``: a withdrawn class, partial forgetting, a segmentation class or cases),
+            or name one of ``REGIMES``; the run then stops at the regime's target, checked every ``check_every``
+            iterations (default: every pass), with ``epochs`` as the budget: the class no longer given to the
+            forget items, or (partial) the original's accuracy on held-out items of the same labels
+            (``metrics.calibration``), and with ``rewind`` returns to the best state whose held-out accuracy on
+            the kept labels did not fall (``CalibratedStopHandler``). The decision and the target are in
+            ``result.stopping``.
+        val_loader: held-out data for the calibration (e.g. a bundle's validation split); without it partial
+            forgetting calibrates on the remain loader, which the original was trained on (a warning says so: the
+            target is then optimistic).
+        check_every: with a ``regime``, check the target every this many iterations instead of every pass.
+        rewind: with a ``regime``, return to the best state seen at the end.
 
     Returns:
         the revised model and an ``UnlearningResult``.
@@ -172,6 +190,8 @@ def unlearn(
         raise ValueError("an optimizer is bound to the model's parameters: pass inplace=True with it.")
     if resume and checkpoint_dir is None:
         raise ValueError("resume needs the checkpoint_dir of the interrupted run.")
+    if regime is not None and stop_at_forget_accuracy is not None:
+        raise ValueError("give a regime or stop_at_forget_accuracy, not both: a regime sets its own target.")
     checkpointer = (UnlearningCheckpointHandler(checkpoint_dir, checkpoint_every, resume)
                     if checkpoint_dir is not None else None)
     if hasattr(forget_loader, "__len__") and len(forget_loader) == 0:  # type: ignore[arg-type]
@@ -213,6 +233,14 @@ def unlearn(
     metrics = UnlearningMetricsHandler(forget_loader, interval=None, evaluate_fn=_evaluate, network=revised,
                                        retrained_network=retrained_model)
     handlers: list[Any] = [history]  # first: its pass timing must not include the evaluations at epoch end
+    stopping: dict[str, Any] | None = None
+    calibrated = None
+    if regime is not None:  # before the metrics handler: its rewind at the end comes before the final evaluation
+        calibrated, stopping = regime_stop_handler(
+            regime, reference, revised, forget_loader, remain_loader, val_loader, task, forget_classes, device,
+            _forget_score, check_every, rewind, prepare_batch=prepare_batch, amp=amp, num_classes=num_classes,
+            roi_size=roi_size)
+        handlers.append(calibrated)
     if evaluate:
         handlers.append(metrics)  # before the checkpoint handler: the original is evaluated before a resume
     if stop_at_forget_accuracy is not None:
@@ -249,5 +277,7 @@ def unlearn(
         retrained=retrained,
         retrain_gap=gap,
         history=history.history,
+        stopping=None if stopping is None else {**stopping, **calibrated.record},
     )
     return revised, result
+

@@ -28,8 +28,9 @@ __all__ = ["write_unlearned_bundle"]
 logger = logging.getLogger(__name__)
 
 
-def run_result(trainer: Any, history: Any, metrics: Any) -> UnlearningResult:
-    """The ``UnlearningResult`` of a finished ``UnlearningTrainer`` run, from its history and metrics handlers."""
+def run_result(trainer: Any, history: Any, metrics: Any, stopping: dict[str, Any] | None = None) -> UnlearningResult:
+    """The ``UnlearningResult`` of a finished ``UnlearningTrainer`` run, from its history and metrics handlers (and
+    the regime's stopping record, when one stopped it)."""
     config = trainer.unlearner.config
     after, retrained = metrics.latest, metrics.retrained
     gap = retrain_gap(headline_rows(after), headline_rows(retrained)) if after and retrained else None
@@ -37,6 +38,7 @@ def run_result(trainer: Any, history: Any, metrics: Any) -> UnlearningResult:
         method=method_name(config), config=config.to_dict(), optimizer=optimizer_record(trainer.optimizer),
         epochs=trainer.state.epoch, iterations=trainer.unlearner.iteration, time_s=history.elapsed_s,
         before=metrics.before, after=after, retrained=retrained, retrain_gap=gap, history=history.history,
+        stopping=stopping,
     )
 
 
@@ -55,7 +57,8 @@ def write_unlearned_bundle(request: Any, trainer: Any, history: Any, metrics: An
     Returns:
         a summary: output folder, numbers of forgotten and kept items, the table, the report record.
     """
-    result = run_result(trainer, history, metrics)
+    stopping = None if request.stopping is None else {**request.stopping, **request.calibrated.record}
+    result = run_result(trainer, history, metrics, stopping)
     revised = request.network
     segmentation = request.task == "segmentation"
     forget_items, forget_classes = request.forget_items, request.forget_classes
@@ -70,6 +73,9 @@ def write_unlearned_bundle(request: Any, trainer: Any, history: Any, metrics: An
     headline = {name: headline_rows(record[name]) for name in ("before", "after", "retrained") if record.get(name)}
     audit_params = {"method": result.method, "config": result.config, "optimizer": result.optimizer,
                     "epochs": result.epochs, "time_s": result.time_s}
+    if stopping is not None:  # which regime, why, and the target it stopped at
+        audit_params["regime"] = {"decision": stopping["regime"], "target": stopping["calibration"]["target"],
+                                  "stopped": stopping.get("stopped"), "rewound": stopping.get("rewound")}
     audit_kwargs: dict[str, Any] = {}
     if segmentation:
         audit_params.update(task="segmentation", forget_classes=forget_classes)

@@ -22,6 +22,7 @@ from monai_unlearn.bundle.layout import detect_layout, missing_package
 from monai_unlearn.bundle.parser import calling_config_parser
 from monai_unlearn.bundle.settings import selector_text, setting
 from monai_unlearn.bundle.task import detect_task
+from monai_unlearn.core.boundary_search import frozen_reference
 from monai_unlearn.distributed import distributed_sampler, init_distributed, is_distributed, rank_device
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
 from monai_unlearn.metrics.headline import forget_score
@@ -113,9 +114,7 @@ class UnlearningRequest:
         else:
             self.val_source = []
 
-        image, label = self._first_usable(datalist)
-        self.task, self.task_reason = detect_task(self.network, image, label, self.device,
-                                                  setting(parser, "unlearn_task"))
+        self.task, self.task_reason = self._detect_task(datalist, setting(parser, "unlearn_task"))
         logger.info("task: %s (%s)", self.task, self.task_reason)
         labels = None
         if self.task == "classification" and not has_class_labels(datalist):
@@ -142,6 +141,8 @@ class UnlearningRequest:
         if self.task == "segmentation":
             self.roi_size = setting(parser, "unlearn_roi_size") or sliding_window_roi(parser, self.layout.inferer)
         self.include_background = setting(parser, "unlearn_include_background")
+        self.stopping: dict[str, Any] | None = None
+        self.calibrated: Any = None
 
     def _screen(self, forget: list, remain: list) -> tuple[list, list, list, list]:
         """Screen the forget, remain and validation items once (``unlearn_screen_inputs``)."""
@@ -175,17 +176,23 @@ class UnlearningRequest:
                 f"the wrapped bundle's {what} (config id {config_id!r}) needs the package {package!r}, which is not "
                 f"installed: `pip install {package}`. Nothing was done.") from error
 
-    def _first_usable(self, items: list) -> tuple[torch.Tensor, Any]:
-        """The transformed image and label of the first item that the bundle's preprocessing reads."""
+    def _detect_task(self, items: list, requested: str | None) -> tuple[str, str]:
+        """``detect_task`` on the first item that the preprocessing reads and the network takes (the screening
+        reports the others, by name)."""
         for item in items:
             try:
                 data = self.transform(copy.deepcopy(dict(item)))
             except Exception:  # unreadable items are reported by the screening
                 continue
             data = data[0] if isinstance(data, list) else data
-            return torch.as_tensor(data["image"]), data.get("label")
+            try:
+                return detect_task(self.network, torch.as_tensor(data["image"]), data.get("label"), self.device,
+                                   requested)
+            except RuntimeError:  # the network cannot process this image: the screening names it
+                continue
         raise ValueError(f"none of the {len(items)} training items can be read through the bundle's preprocessing "
-                         f"({self.layout.preprocessing!r}); check the data paths and the preprocessing.")
+                         f"({self.layout.preprocessing!r}) and processed by its network; check the data paths, the "
+                         "preprocessing and the network.")
 
     def item_records(self, items: list) -> list[dict[str, Any]]:
         """How the report names items: the position in the training data, and the content hash of in-memory items
@@ -241,6 +248,25 @@ class UnlearningRequest:
                                                                   amp=amp, forget_classes=classes, roi_size=roi))
         return lambda net: evaluate_unlearning(net, forget_loader, None, None, num_classes, device, amp=amp)[
             "forget"]["accuracy"]
+
+    def calibrated_stop(self, forget_loader: Any, remain_loader: Any, val_loader: Any) -> Any:
+        """The ``CalibratedStopHandler`` of ``unlearn_regime`` (``"auto"`` or a regime name), calibrated on the
+        wrapped bundle's validation data; ``None`` (a fixed number of passes) when the setting is empty."""
+        regime = setting(self.parser, "unlearn_regime")
+        if not regime:
+            self.stopping = None
+            return None
+        from monai_unlearn.handlers.calibrated_stop_handler import regime_stop_handler
+
+        every = setting(self.parser, "unlearn_check_every")
+        handler, self.stopping = regime_stop_handler(
+            str(regime), frozen_reference(self.network), self.network, forget_loader, remain_loader, val_loader,
+            self.task, self.forget_classes, self.device, self.forget_score(forget_loader),
+            check_every=int(every) if every else None, amp=self.amp, num_classes=self.num_classes,
+            roi_size=self.roi_size)
+        self.stopping["held_out"] = f"validation data at {self.layout.val_datalist!r}" if val_loader is not None else None
+        self.calibrated = handler
+        return handler
 
     def write_bundle(self, trainer: Any, history: Any, metrics: Any) -> dict[str, Any]:
         """Write the new bundle from the trainer's run (see ``write_unlearned_bundle``) and return its summary."""

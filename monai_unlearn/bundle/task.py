@@ -80,6 +80,9 @@ def detect_task(network: torch.nn.Module, image: torch.Tensor, label: Any, devic
         return produces, f"{what_out} (class scores) and {what_label} (a class)"
     if produces == "segmentation" and kind == "map":
         return produces, f"{what_out} (per-voxel scores) and {what_label} (a label map of the image's size)"
+    if produces == "segmentation" and torch.as_tensor(label).ndim >= len(spatial):
+        raise ValueError(f"{what_out} (per-voxel scores), but {what_label}, which does not match the images' "
+                         f"spatial shape {spatial}: each label map must have its image's size.")
     raise ValueError(f"cannot tell the task: {what_out} ({produces}), but {what_label}, which is not "
                      f"{'a class' if produces == 'classification' else 'a label map of the image size'}. Check "
                      "the bundle's preprocessing (`--unlearn_keys#preprocessing`) or say the task with "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from monai_unlearn.handlers.calibrated_stop_handler import CalibratedStopHandler, regime_stop_handler
 from monai_unlearn.handlers.forget_score_handler import ForgetScoreHandler
 from monai_unlearn.handlers.forget_target_stopper import ForgetTargetStopper
 from monai_unlearn.handlers.model_composition_handler import ModelCompositionHandler
@@ -12,6 +13,7 @@ from monai_unlearn.handlers.unlearning_metrics_handler import METRIC_NAMES, Unle
 from monai_unlearn.handlers.unlearning_report_handler import UnlearningReportHandler
 
 __all__ = [
+    "CalibratedStopHandler",
     "ForgetScoreHandler",
     "ForgetTargetStopper",
     "METRIC_NAMES",
@@ -21,4 +23,5 @@ __all__ = [
     "UnlearningHistoryHandler",
     "UnlearningMetricsHandler",
     "UnlearningReportHandler",
+    "regime_stop_handler",
 ]

@@ -1,0 +1,100 @@
+"""Which kind of forgetting a request is, from the forget and remain data: the shape decides the right stop.
+
+- ``class``: no kept item has any forgotten item's label (a diagnosis class withdrawn, or a device that was the only
+  source of its class). A model retrained without the data cannot predict those classes: forget until the forget
+  items are no longer given their labels.
+- ``partial``: kept items still have the forgotten items' labels (patients withdraw consent, one of several
+  scanners of a class is retired). A retrained model still recognises most forget items, about as well as unseen
+  items of their labels: forget until they look like held-out data, not until they are wrong.
+- ``segmentation_class``: label classes withdrawn voxel by voxel.
+- ``segmentation_cases``: whole cases (or one scanner's cases) withdrawn from a segmenter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["REGIMES", "RegimeDecision", "decide_regime"]
+
+REGIMES = ("class", "partial", "segmentation_class", "segmentation_cases")
+
+
+@dataclass
+class RegimeDecision:
+    """The regime of a forget request and why.
+
+    Attributes:
+        regime: one of ``REGIMES``.
+        reason: a sentence for the log, the report and the audit.
+        withdrawn_labels: forgotten labels that no kept item has (classification).
+        shared_labels: forgotten labels that kept items still have (classification).
+        requested: whether the user set the regime rather than it being decided from the data.
+    """
+
+    regime: str
+    reason: str
+    withdrawn_labels: list[int] = field(default_factory=list)
+    shared_labels: list[int] = field(default_factory=list)
+    requested: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decision as a JSON-serialisable dictionary."""
+        return asdict(self)
+
+
+def decide_regime(
+    forget_labels: Iterable[int] | None = None,
+    remain_labels: Iterable[int] | None = None,
+    task: str = "classification",
+    forget_classes: Sequence[int] | None = None,
+    requested: str | None = None,
+) -> RegimeDecision:
+    """Decide the regime of a forget request from its data (or take the one the user set).
+
+    Args:
+        forget_labels: classification: the class of each forget item.
+        remain_labels: classification: the class of each kept item.
+        task: ``"classification"`` or ``"segmentation"``.
+        forget_classes: segmentation: the label classes forgotten voxel by voxel (``None``: whole cases).
+        requested: a regime to use instead of deciding (``unlearn_regime``); checked against the task.
+
+    Returns:
+        the decision, with the labels that are withdrawn and those that survive.
+
+    Raises:
+        ValueError: for an unknown task or regime, a requested regime that does not fit the task, or
+            classification without forget labels.
+    """
+    if task not in ("classification", "segmentation"):
+        raise ValueError(f"unknown task {task!r}; choose 'classification' or 'segmentation'.")
+    if requested is not None and requested not in REGIMES:
+        raise ValueError(f"unknown regime {requested!r}; choose one of {REGIMES} (or leave it to be decided).")
+    if task == "segmentation":
+        decided = "segmentation_class" if forget_classes else "segmentation_cases"
+        reason = (f"label class(es) {sorted(int(c) for c in forget_classes)} are withdrawn voxel by voxel"
+                  if forget_classes else "whole cases are withdrawn from a segmenter")
+        if requested is not None:
+            if not requested.startswith("segmentation"):
+                raise ValueError(f"regime {requested!r} is for classification; this bundle is a segmenter.")
+            return RegimeDecision(requested, f"set by the user ({reason})", requested=True)
+        return RegimeDecision(decided, reason)
+    forget = [int(c) for c in (forget_labels or [])]
+    if not forget:
+        raise ValueError("deciding the regime needs the forget items' labels.")
+    kept = {int(c) for c in (remain_labels or [])}
+    withdrawn = sorted(set(forget) - kept)
+    shared = sorted(set(forget) & kept)
+    if not shared:
+        decided, reason = "class", f"no kept item has label(s) {withdrawn}: the class(es) are withdrawn"
+    else:
+        decided = "partial"
+        reason = f"kept items still have label(s) {shared}: the forget items should look like unseen data of them"
+        if withdrawn:
+            reason += f"; label(s) {withdrawn} are withdrawn entirely"
+    if requested is not None:
+        if requested.startswith("segmentation"):
+            raise ValueError(f"regime {requested!r} is for segmentation; this bundle is a classifier.")
+        return RegimeDecision(requested, f"set by the user (the data says: {reason})", withdrawn, shared, True)
+    return RegimeDecision(decided, reason, withdrawn, shared)

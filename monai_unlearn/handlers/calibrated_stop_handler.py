@@ -1,0 +1,239 @@
+"""Stop unlearning at a calibrated forget target, keep the best state seen, and rewind to it at the end."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_unlearn.core.batch import default_prepare_batch
+from monai_unlearn.core.regime import decide_regime
+from monai_unlearn.metrics.calibration import accuracy_on_labels, calibration_target, loader_labels, per_label_accuracy
+from monai_unlearn.metrics.headline import forget_score
+from monai_unlearn.metrics.segmentation import evaluate_segmentation
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import(
+        "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
+    )
+
+__all__ = ["CalibratedStopHandler", "regime_stop_handler"]
+
+logger = logging.getLogger(__name__)
+
+
+class CalibratedStopHandler:
+    """Checks the forget score against a target every ``interval`` epochs or iterations, stops once it is reached,
+    and rewinds the network to the best state it saw (SCRUB-style) when the run ends.
+
+    The target comes from data the run already has (``monai_unlearn.metrics.calibration``): for a withdrawn class
+    the score a model that never saw the class gets (0), for partial forgetting the original model's accuracy on
+    held-out items of the same labels. No retrained model is involved.
+
+    At each check ``score_fn(network)`` (e.g. forget accuracy) and ``guard_fn(network)`` (e.g. accuracy on held-out
+    items of the kept labels) are computed. A state is *admissible* when its guard has not fallen more than
+    ``max_guard_drop`` below the original's; the best state is the admissible one whose score is closest to the
+    target (the original state counts, so a run that only damages retention rewinds to it). The run stops when the
+    score is at or below ``target + tolerance``. At ``Events.COMPLETED`` (also after a stop), with ``rewind``, the
+    network gets the best state's weights back if the last state is not it.
+
+    ``engine.state.metrics`` receives ``metric_name`` and ``"guard"``; the epoch's record in
+    ``engine.state.pass_history`` gets them too. After the run, ``self.record`` says what happened.
+
+    Args:
+        score_fn: ``callable(network) -> float``, the forget score (lower is more forgotten).
+        target: the score to reach.
+        guard_fn: optional ``callable(network) -> float`` that must not fall (higher is better).
+        tolerance: stop when ``score <= target + tolerance``.
+        max_guard_drop: how far the guard may fall below the original's before a state is not admissible.
+        rewind: restore the best state at the end.
+        interval: check every ``interval`` epochs (``epoch_level``) or iterations.
+        epoch_level: count ``interval`` in epochs or in iterations (finer stops for large forget sets).
+        network: the module to score and rewind; ``None`` uses ``engine.network``.
+        metric_name: the key of the score in ``engine.state.metrics``.
+        name: logger name; ``None`` uses the engine's logger.
+
+    Raises:
+        ValueError: for ``interval < 1`` or a negative tolerance or guard drop.
+    """
+
+    def __init__(
+        self,
+        score_fn: Callable[[torch.nn.Module], float],
+        target: float,
+        guard_fn: Callable[[torch.nn.Module], float] | None = None,
+        tolerance: float = 0.01,
+        max_guard_drop: float = 0.02,
+        rewind: bool = True,
+        interval: int = 1,
+        epoch_level: bool = True,
+        network: torch.nn.Module | None = None,
+        metric_name: str = "forget_accuracy",
+        name: str | None = None,
+    ) -> None:
+        if int(interval) != interval or interval < 1:
+            raise ValueError(f"interval must be a positive integer, got {interval}.")
+        if tolerance < 0 or max_guard_drop < 0:
+            raise ValueError(f"tolerance and max_guard_drop must be >= 0, got {tolerance} and {max_guard_drop}.")
+        self.score_fn, self.guard_fn = score_fn, guard_fn
+        self.target, self.tolerance, self.max_guard_drop = float(target), float(tolerance), float(max_guard_drop)
+        self.rewind, self.interval, self.epoch_level = rewind, int(interval), epoch_level
+        self.network, self.metric_name = network, metric_name
+        self.logger = logging.getLogger(name) if name is not None else None
+        self.record: dict[str, Any] = {}
+        self._best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+        self._guard0: float | None = None
+        self._last_checked = -1
+
+    def attach(self, engine: Engine) -> None:
+        """Register the checks on ``engine``; attaching twice to one engine is a no-op."""
+        if self.logger is None:
+            self.logger = engine.logger
+        if engine.has_event_handler(self._started, Events.STARTED):
+            return
+        engine.add_event_handler(Events.STARTED, self._started)
+        event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
+        engine.add_event_handler(event(every=self.interval), self)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
+
+    def _net(self, engine: Engine) -> torch.nn.Module:
+        return self.network if self.network is not None else engine.network
+
+    def _started(self, engine: Engine) -> None:
+        network = self._net(engine)
+        score = float(self.score_fn(network))
+        self._guard0 = None if self.guard_fn is None else float(self.guard_fn(network))
+        self._best = (abs(score - self.target), 0, self._snapshot(network))
+        self.record = {"target": self.target, "tolerance": self.tolerance, "original_score": score,
+                       "original_guard": self._guard0, "checks": [], "stopped": "budget", "best_iteration": 0,
+                       "rewound": False}
+
+    @staticmethod
+    def _snapshot(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}
+
+    def __call__(self, engine: Engine) -> None:
+        """Check the score now; keep the state if it is the best admissible one; stop at the target."""
+        network = self._net(engine)
+        score = float(self.score_fn(network))
+        guard = None if self.guard_fn is None else float(self.guard_fn(network))
+        admissible = guard is None or self._guard0 is None or guard >= self._guard0 - self.max_guard_drop
+        iteration = engine.state.iteration
+        self._last_checked = iteration
+        engine.state.metrics[self.metric_name] = score
+        if guard is not None:
+            engine.state.metrics["guard"] = guard
+        history = getattr(engine.state, "pass_history", None)
+        if history and history[-1].get("epoch") == engine.state.epoch:
+            history[-1].update({self.metric_name: score, **({"guard": guard} if guard is not None else {})})
+        self.record["checks"].append({"epoch": engine.state.epoch, "iteration": iteration, "score": score,
+                                      "guard": guard, "admissible": admissible})
+        if admissible and self._best is not None and abs(score - self.target) < self._best[0]:
+            self._best = (abs(score - self.target), iteration, self._snapshot(network))
+            self.record["best_iteration"] = iteration
+        logger = self.logger if self.logger is not None else engine.logger
+        logger.info(f"CalibratedStopHandler: {self.metric_name} {score:.4f} (target {self.target:.4f})"
+                    + (f", guard {guard:.4f}" if guard is not None else "") + f" at iteration {iteration}")
+        if score <= self.target + self.tolerance:
+            self.record["stopped"] = "target"
+            logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; stopping.")
+            engine.terminate()
+
+    def _completed(self, engine: Engine) -> None:
+        if self._best is None:
+            return
+        _, best_iteration, state = self._best
+        if self.rewind and best_iteration != self._last_checked:
+            network = self._net(engine)
+            network.load_state_dict({k: v.to(network.state_dict()[k].device) for k, v in state.items()})
+            self.record["rewound"] = True
+            logger = self.logger if self.logger is not None else engine.logger
+            logger.info(f"CalibratedStopHandler: rewound to the state of iteration {best_iteration}.")
+        self.record["final_iteration"] = engine.state.iteration
+        self._best = None  # release the snapshot
+
+
+def regime_stop_handler(
+    regime: str, original: torch.nn.Module, revised: torch.nn.Module, forget_loader: Iterable[Any],
+    remain_loader: Iterable[Any] | None, val_loader: Iterable[Any] | None, task: str,
+    forget_classes: Sequence[int] | None, device: torch.device | str,
+    forget_score_fn: Callable[[torch.nn.Module], float], check_every: int | None = None, rewind: bool = True,
+    prepare_batch: Callable = default_prepare_batch, amp: bool = False, num_classes: int | None = None,
+    roi_size: Any = None,
+) -> tuple[CalibratedStopHandler, dict[str, Any]]:
+    """The ``CalibratedStopHandler`` of a regime (decided from the data for ``"auto"``) and its record.
+
+    Classification: the forget and remain labels decide the regime (``decide_regime``); the target is 0 for a
+    withdrawn class, else the original's held-out accuracy on the forget labels (``calibration_target`` over
+    ``val_loader``, or over the remain loader with a warning when there is none); the guard is the held-out accuracy
+    on the labels that stay. Segmentation: the forgotten classes' Dice goes to 0, or the forget cases' Dice to the
+    original's Dice on held-out cases.
+
+    Args:
+        regime: ``"auto"`` or one of ``REGIMES``.
+        original: the frozen original model (calibration only).
+        revised: the network being revised (scored and rewound).
+        forget_loader, remain_loader, val_loader: the run's data; ``val_loader`` is held-out data.
+        task: ``"classification"`` or ``"segmentation"``.
+        forget_classes: segmentation classes forgotten voxel by voxel.
+        device: where to evaluate.
+        forget_score_fn: ``callable(network) -> float``, the forget score the target is compared with.
+        check_every: check every this many iterations; ``None``: every pass.
+        rewind: return to the best state at the end.
+        prepare_batch, amp, num_classes, roi_size: as for the evaluation.
+
+    Returns:
+        the handler, and ``{"regime": decision, "calibration": target record}``.
+
+    Raises:
+        ValueError: for an unknown regime, or a regime that does not fit the task.
+    """
+    requested = None if regime == "auto" else regime
+    guard_fn = None
+    if task == "segmentation":
+        decision = decide_regime(task="segmentation", forget_classes=forget_classes, requested=requested)
+        if decision.regime == "segmentation_class" or val_loader is None:
+            target = 0.0 if decision.regime == "segmentation_class" else forget_score_fn(original)
+            calibration = {"target": target, "notes": [] if decision.regime == "segmentation_class" else [
+                "no held-out cases: the target is the original's Dice on the forget cases"]}
+        else:
+            held_out = evaluate_segmentation(original, val_loader, None, None, num_classes, device, prepare_batch,
+                                             amp, roi_size=roi_size)
+            calibration = {"target": forget_score(held_out), "notes": ["the original's Dice on held-out cases"]}
+    else:
+        forget_labels = loader_labels(forget_loader, prepare_batch)
+        remain_labels = loader_labels(remain_loader, prepare_batch) if remain_loader is not None else []
+        decision = decide_regime(forget_labels, remain_labels, requested=requested)
+        held_out = val_loader
+        notes = []
+        if held_out is None and decision.regime == "partial":
+            held_out = remain_loader
+            notes.append("no held-out data given (val_loader): calibrated on the remain loader, which the original "
+                         "was trained on, so the target is optimistic")
+            logger.warning(notes[-1])
+        if decision.regime == "class":
+            calibration = {"target": 0.0, "per_label": {c: 0.0 for c in decision.withdrawn_labels}, "notes": notes}
+        else:
+            calibration = calibration_target(original, held_out, forget_labels, decision.withdrawn_labels, device,
+                                             prepare_batch)
+            calibration["notes"] = notes + calibration["notes"]
+        guard_loader = held_out if held_out is not None else remain_loader
+        withdrawn = set(decision.withdrawn_labels)
+
+        def kept_accuracy(net: torch.nn.Module) -> float:  # held-out accuracy on the labels that stay
+            counts = per_label_accuracy(net, guard_loader, device, prepare_batch)
+            value = accuracy_on_labels(counts, [c for c in counts if c not in withdrawn])
+            return 0.0 if value is None else value
+
+        guard_fn = kept_accuracy if guard_loader is not None else None
+    logger.info("regime: %s (%s); forget target %.4f", decision.regime, decision.reason, calibration["target"])
+    handler = CalibratedStopHandler(
+        forget_score_fn, calibration["target"], guard_fn=guard_fn, rewind=rewind, network=revised,
+        interval=check_every or 1, epoch_level=check_every is None)
+    return handler, {"regime": decision.to_dict(), "calibration": calibration}

@@ -1,0 +1,214 @@
+"""The regime of a forget request, its retrain-free target, and the calibrated stop with rewind."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+import unittest
+
+import torch
+from ignite.engine import Events
+from parameterized import parameterized
+from torch.utils.data import DataLoader, TensorDataset
+
+from monai_unlearn import PSGConfig, unlearn
+from monai_unlearn.bundle import unlearn_from_parser
+from monai_unlearn.core.regime import decide_regime
+from monai_unlearn.engines import UnlearningTrainer
+from monai_unlearn.handlers import CalibratedStopHandler
+from monai_unlearn.metrics.calibration import calibration_target
+from tests.bundle_fixtures import make_images, overlay_parser, split, write_json_zoo_bundle
+from tests.test_boundary_search import tiny_classifier
+
+
+class TestDecideRegime(unittest.TestCase):
+    @parameterized.expand([
+        ("class_withdrawn", [2, 2, 2], [0, 1, 0, 1], "class", [2], []),
+        ("consent_subset", [1, 1], [0, 1, 1, 2], "partial", [], [1]),
+        # one scanner of several is retired: its classes are still served by the others
+        ("shared_source_device", [0, 1, 2, 2], [0, 1, 2, 0, 1], "partial", [], [0, 1, 2]),
+        # the retired scanner was the only source of head CT (class 1)
+        ("unique_source_device", [1, 1, 1], [0, 2, 3, 0], "class", [1], []),
+        ("mixed", [1, 3], [0, 1, 2], "partial", [3], [1]),
+    ])
+    def test_classification(self, _, forget, remain, regime, withdrawn, shared):
+        decision = decide_regime(forget, remain)
+        self.assertEqual((decision.regime, decision.withdrawn_labels, decision.shared_labels),
+                         (regime, withdrawn, shared))
+        self.assertTrue(decision.reason)
+        self.assertFalse(decision.requested)
+
+    def test_segmentation(self):
+        self.assertEqual(decide_regime(task="segmentation", forget_classes=[2]).regime, "segmentation_class")
+        self.assertEqual(decide_regime(task="segmentation").regime, "segmentation_cases")
+
+    def test_the_user_overrides_within_the_task(self):
+        decision = decide_regime([1], [0, 1], requested="class")
+        self.assertEqual((decision.regime, decision.requested), ("class", True))
+        self.assertIn("the data says", decision.reason)
+        with self.assertRaisesRegex(ValueError, "for segmentation; this bundle is a classifier"):
+            decide_regime([1], [0], requested="segmentation_cases")
+        with self.assertRaisesRegex(ValueError, "for classification; this bundle is a segmenter"):
+            decide_regime(task="segmentation", requested="partial")
+        with self.assertRaisesRegex(ValueError, "unknown regime 'fast'"):
+            decide_regime([1], [0], requested="fast")
+
+
+class ConstantClassifier(torch.nn.Module):
+    """Always predicts ``cls``: its accuracy on each label is known exactly."""
+
+    def __init__(self, cls: int, classes: int = 4) -> None:
+        super().__init__()
+        self.cls, self.classes = cls, classes
+        self.bias = torch.nn.Parameter(torch.zeros(classes))
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], self.classes)
+        logits[:, self.cls] = 1.0
+        return logits + self.bias
+
+
+class TestCalibrationTarget(unittest.TestCase):
+    def test_held_out_accuracy_per_label_weighted_by_the_forget_set(self):
+        # held-out data: labels 1 (right for a model that always says 1) and 2 (always wrong)
+        held_out = [(torch.zeros(4, 1), torch.tensor([1, 1, 2, 2]))]
+        calibration = calibration_target(ConstantClassifier(1), held_out, forget_labels=[1, 1, 1, 2], withdrawn_labels=[])
+        self.assertEqual(calibration["per_label"], {1: 1.0, 2: 0.0})
+        self.assertAlmostEqual(calibration["target"], 0.75)  # three forget items of label 1, one of label 2
+        self.assertEqual(calibration["held_out_items"], 4)
+        # a withdrawn label has target 0; a label without held-out items takes the pooled accuracy (and says so)
+        calibration = calibration_target(ConstantClassifier(1), held_out, forget_labels=[3, 1, 0], withdrawn_labels=[3])
+        self.assertEqual(calibration["per_label"][3], 0.0)
+        self.assertEqual(calibration["per_label"][0], 1.0)  # pooled over the shared labels held out (label 1)
+        self.assertTrue(calibration["notes"])
+
+
+def toy(seed: int = 0, n: int = 48):
+    torch.manual_seed(seed)
+    x = torch.rand(n, 1, 4, 4)
+    y = (x.mean((1, 2, 3)) > 0.5).long() + 2 * (x[:, 0, 0, 0] > 0.5).long()  # four classes
+    return x, y
+
+
+class TestCalibratedStop(unittest.TestCase):
+    def setUp(self):
+        torch.set_num_threads(1)
+
+    def make(self, score_values, guard_values=None, lr=0.1, epochs=4, **kwargs):
+        net = tiny_classifier()
+        x, y = toy()
+        loader = DataLoader(TensorDataset(x[:8], y[:8] % 3), 4)
+        scores, guards = iter(score_values), iter(guard_values or [])
+        handler = CalibratedStopHandler(lambda _: next(scores), target=0.5,
+                                        guard_fn=(lambda _: next(guards)) if guard_values else None, **kwargs)
+        trainer = UnlearningTrainer("cpu", epochs, loader, net, torch.optim.SGD(net.parameters(), lr=lr),
+                                    config=PSGConfig(eps=0.3, phi=0.0), train_handlers=[handler], decollate=False)
+        return net, trainer, handler
+
+    def test_stops_at_the_target(self):
+        _, trainer, handler = self.make([0.9, 0.8, 0.5, 0.1, 0.1])  # start, then one score per pass
+        trainer.run()
+        self.assertEqual(trainer.state.epoch, 2)
+        self.assertEqual(handler.record["stopped"], "target")
+        self.assertFalse(handler.record["rewound"])  # the last state is the closest to the target
+
+    def test_a_run_that_damages_retention_rewinds_to_the_best_state(self):
+        net, trainer, handler = self.make([0.9, 0.8, 0.7, 0.6, 0.6], guard_values=[0.9, 0.89, 0.5, 0.4, 0.3],
+                                          epochs=4, lr=0.5)
+        after_first = {}
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: after_first.setdefault(
+            "w", copy.deepcopy(net.state_dict())) if e.state.epoch == 1 else None)
+        trainer.run()
+        # passes 2-4 brought the score closer to the target but lost held-out accuracy: pass 1 is the best state
+        self.assertTrue(handler.record["rewound"])
+        self.assertEqual(handler.record["best_iteration"], 2)
+        for name, value in after_first["w"].items():
+            self.assertTrue(torch.equal(net.state_dict()[name], value), name)
+
+
+class TestRegimeInUnlearn(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        torch.set_num_threads(1)
+        x, y = toy(n=96)
+        cls.x, cls.y = x, y % 3
+        cls.net = tiny_classifier()
+        optimizer = torch.optim.Adam(cls.net.parameters(), 0.05)
+        for _ in range(150):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(cls.net(cls.x[:72]), cls.y[:72]).backward()
+            optimizer.step()
+
+    def loaders(self, forget_mask):
+        train_x, train_y = self.x[:72], self.y[:72]
+        forget = DataLoader(TensorDataset(train_x[forget_mask], train_y[forget_mask]), 8)
+        remain = DataLoader(TensorDataset(train_x[~forget_mask], train_y[~forget_mask]), 8)
+        return forget, remain, DataLoader(TensorDataset(self.x[72:], self.y[72:]), 8)
+
+    def test_withdrawn_class_stops_when_it_is_gone(self):
+        forget, remain, held_out = self.loaders(self.y[:72] == 2)
+        revised, result = unlearn(self.net, forget, remain, config=PSGConfig(eps=1.0, phi=1.0, seed=0), epochs=30,
+                                  lr=0.05, regime="auto", val_loader=held_out, progress=False)
+        stopping = result.stopping
+        self.assertEqual(stopping["regime"]["regime"], "class")
+        self.assertEqual(stopping["calibration"]["target"], 0.0)
+        self.assertEqual(stopping["stopped"], "target")
+        self.assertLess(result.epochs, 30)
+        self.assertLessEqual(result.after["forget"]["accuracy"], 0.01)
+
+    def test_partial_without_held_out_data_says_the_target_is_optimistic(self):
+        mask = torch.zeros(72, dtype=torch.bool)
+        mask[:6] = True  # a few items of several classes: their labels stay
+        forget, remain, _ = self.loaders(mask)
+        with self.assertLogs("monai_unlearn.handlers.calibrated_stop_handler", level="WARNING") as logs:
+            _, result = unlearn(self.net, forget, remain, config=PSGConfig(eps=1.0, phi=1.0, seed=0), epochs=3,
+                                lr=0.01, regime="auto", evaluate=False, progress=False)
+        self.assertIn("optimistic", logs.output[0])
+        self.assertEqual(result.stopping["regime"]["regime"], "partial")
+        self.assertTrue(any("optimistic" in note for note in result.stopping["calibration"]["notes"]))
+
+    def test_regime_and_a_manual_target_exclude_each_other(self):
+        forget, remain, _ = self.loaders(self.y[:72] == 2)
+        with self.assertRaisesRegex(ValueError, "regime or stop_at_forget_accuracy"):
+            unlearn(self.net, forget, remain, regime="auto", stop_at_forget_accuracy=0.1, progress=False)
+
+
+class TestBundleRegime(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        torch.set_num_threads(1)
+        cls.tmp = tempfile.mkdtemp()
+        cls.items = make_images(os.path.join(cls.tmp, "data"))
+        cls.zoo = write_json_zoo_bundle(os.path.join(cls.tmp, "zoo"), cls.items)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_calibrated_on_the_wrapped_bundles_validation_data(self):
+        out = os.path.join(self.tmp, "out_partial")
+        summary = unlearn_from_parser(overlay_parser(self.zoo, forget="device=scanner_c", output_dir=out,
+                                                     unlearn_regime="auto", unlearn_epochs=6, unlearn_lr=0.003))
+        stopping = summary["record"]["stopping"]
+        self.assertEqual(stopping["regime"]["regime"], "partial")  # scanner_c's classes are served by a and b
+        self.assertEqual(stopping["held_out"], "validation data at 'validate#dataset#data'")
+        _, val = split(self.items)
+        self.assertEqual(stopping["calibration"]["held_out_items"], len(val))
+        self.assertIn(stopping["stopped"], ("target", "budget"))
+        self.assertEqual(summary["record"]["epochs"], len(summary["record"]["history"]))
+
+    def test_withdrawn_class_regime(self):
+        summary = unlearn_from_parser(overlay_parser(self.zoo, forget="label=2", output_dir=os.path.join(
+            self.tmp, "out_class"), unlearn_regime="auto", unlearn_epochs=15))
+        record = summary["record"]
+        self.assertEqual(record["stopping"]["regime"]["regime"], "class")
+        self.assertEqual(record["stopping"]["calibration"]["target"], 0.0)
+        self.assertEqual(record["stopping"]["stopped"], "target")
+        self.assertLess(record["epochs"], 15)  # stopped when the class was gone, not after a fixed count
+        self.assertLessEqual(record["after"]["forget"]["accuracy"], 0.01)
+
+
+if __name__ == "__main__":
+    unittest.main()
