@@ -114,6 +114,16 @@ class TestCalibratedStop(unittest.TestCase):
         self.assertEqual(handler.record["stopped"], "target")
         self.assertFalse(handler.record["rewound"])  # the last state is the closest to the target
 
+    def test_a_withdrawn_class_keeps_the_state_that_forgot_it(self):
+        # in "reach" mode meeting the target is required: a state that meets it is kept even if the guard fell
+        _, trainer, handler = self.make([0.9, 0.8, 0.4], guard_values=[0.9, 0.89, 0.5], mode="reach")
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["stopped"], handler.record["rewound"]), (2, "target", False))
+        # in "closest" mode the same run returns to pass 1, the admissible state nearest the target
+        _, trainer, handler = self.make([0.9, 0.8, 0.4], guard_values=[0.9, 0.89, 0.5], mode="closest")
+        trainer.run()
+        self.assertEqual((handler.record["best_iteration"], handler.record["rewound"]), (2, True))
+
     def test_a_run_that_damages_retention_rewinds_to_the_best_state(self):
         net, trainer, handler = self.make([0.9, 0.8, 0.7, 0.6, 0.6], guard_values=[0.9, 0.89, 0.5, 0.4, 0.3],
                                           epochs=4, lr=0.5)

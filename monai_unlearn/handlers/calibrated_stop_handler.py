@@ -37,11 +37,17 @@ class CalibratedStopHandler:
     held-out items of the same labels. No retrained model is involved.
 
     At each check ``score_fn(network)`` (e.g. forget accuracy) and ``guard_fn(network)`` (e.g. accuracy on held-out
-    items of the kept labels) are computed. A state is *admissible* when its guard has not fallen more than
-    ``max_guard_drop`` below the original's; the best state is the admissible one whose score is closest to the
-    target (the original state counts, so a run that only damages retention rewinds to it). The run stops when the
-    score is at or below ``target + tolerance``. At ``Events.COMPLETED`` (also after a stop), with ``rewind``, the
-    network gets the best state's weights back if the last state is not it.
+    items of the kept labels) are computed, and the run stops when the score is at or below ``target + tolerance``.
+    A state is *admissible* when its guard has not fallen more than ``max_guard_drop`` below the original's.
+
+    - ``mode="reach"`` (a withdrawn class: the target is a bound that must be met): a state that meets the target
+      is best, since forgetting is required; before one does, the admissible state closest to the target is.
+    - ``mode="closest"`` (partial forgetting: the target is a level to match, overshooting it over-forgets): the
+      admissible state whose score is closest to the target is best, the original included, so a run that only
+      damages retention or jumps far below the target returns to a better state.
+
+    At ``Events.COMPLETED`` (also after a stop), with ``rewind``, the network gets the best state's weights back if
+    the last state is not it.
 
     ``engine.state.metrics`` receives ``metric_name`` and ``"guard"``; the epoch's record in
     ``engine.state.pass_history`` gets them too. After the run, ``self.record`` says what happened.
@@ -57,10 +63,11 @@ class CalibratedStopHandler:
         epoch_level: count ``interval`` in epochs or in iterations (finer stops for large forget sets).
         network: the module to score and rewind; ``None`` uses ``engine.network``.
         metric_name: the key of the score in ``engine.state.metrics``.
+        mode: ``"reach"`` or ``"closest"`` (see above).
         name: logger name; ``None`` uses the engine's logger.
 
     Raises:
-        ValueError: for ``interval < 1`` or a negative tolerance or guard drop.
+        ValueError: for ``interval < 1``, a negative tolerance or guard drop, or an unknown mode.
     """
 
     def __init__(
@@ -75,8 +82,12 @@ class CalibratedStopHandler:
         epoch_level: bool = True,
         network: torch.nn.Module | None = None,
         metric_name: str = "forget_accuracy",
+        mode: str = "closest",
         name: str | None = None,
     ) -> None:
+        if mode not in ("reach", "closest"):
+            raise ValueError(f"mode must be 'reach' or 'closest', got {mode!r}.")
+        self.mode = mode
         if int(interval) != interval or interval < 1:
             raise ValueError(f"interval must be a positive integer, got {interval}.")
         if tolerance < 0 or max_guard_drop < 0:
@@ -134,13 +145,16 @@ class CalibratedStopHandler:
             history[-1].update({self.metric_name: score, **({"guard": guard} if guard is not None else {})})
         self.record["checks"].append({"epoch": engine.state.epoch, "iteration": iteration, "score": score,
                                       "guard": guard, "admissible": admissible})
-        if admissible and self._best is not None and abs(score - self.target) < self._best[0]:
-            self._best = (abs(score - self.target), iteration, self._snapshot(network))
+        reached = score <= self.target + self.tolerance
+        # the rank of a state, lower is better: in "reach" mode any state that meets the target beats all others
+        rank = abs(score - self.target) - (float("inf") if self.mode == "reach" and reached else 0.0)
+        if (admissible or (self.mode == "reach" and reached)) and self._best is not None and rank < self._best[0]:
+            self._best = (rank, iteration, self._snapshot(network))
             self.record["best_iteration"] = iteration
         logger = self.logger if self.logger is not None else engine.logger
         logger.info(f"CalibratedStopHandler: {self.metric_name} {score:.4f} (target {self.target:.4f})"
                     + (f", guard {guard:.4f}" if guard is not None else "") + f" at iteration {iteration}")
-        if score <= self.target + self.tolerance:
+        if reached:
             self.record["stopped"] = "target"
             logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; stopping.")
             engine.terminate()
@@ -233,7 +247,9 @@ def regime_stop_handler(
 
         guard_fn = kept_accuracy if guard_loader is not None else None
     logger.info("regime: %s (%s); forget target %.4f", decision.regime, decision.reason, calibration["target"])
+    # a withdrawn class must be forgotten (its target is a bound); partial forgetting matches a level
+    mode = "reach" if decision.regime in ("class", "segmentation_class") else "closest"
     handler = CalibratedStopHandler(
         forget_score_fn, calibration["target"], guard_fn=guard_fn, rewind=rewind, network=revised,
-        interval=check_every or 1, epoch_level=check_every is None)
+        interval=check_every or 1, epoch_level=check_every is None, mode=mode)
     return handler, {"regime": decision.to_dict(), "calibration": calibration}

@@ -1,0 +1,122 @@
+"""Fixed passes against the regime-calibrated stop (``unlearn(..., regime="auto")``) on scikit-learn's digits.
+
+Two requests, each over several seeds (a new split, forget set, original and retrained model per seed): a whole
+class withdrawn (digit 3), and a random fifth of digit 3 (its class stays). The retrained model only scores the
+methods (Avg. Gap over forget / remain / test accuracy and MIA); the calibrated stop sees held-out validation data,
+never the retrained model.
+
+    python benchmarks/regime_digits.py                # 3 seeds, about 2 minutes on 2 CPU cores
+    python benchmarks/regime_digits.py --quick        # 1 seed, fewer passes (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+from sklearn.datasets import load_digits
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from monai_unlearn import PSGConfig, unlearn  # noqa: E402
+from tests.test_runner import small_cnn  # noqa: E402
+
+FORGET_CLASS = 3
+
+
+def train(images: torch.Tensor, labels: torch.Tensor, seed: int, epochs: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = small_cnn()
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    loader = DataLoader(TensorDataset(images, labels), 64, shuffle=True)
+    for _ in range(epochs):
+        for x, y in loader:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    return model
+
+
+def run(seeds: int, passes: int, train_epochs: int) -> list[dict]:
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(digits.target)
+    rows = []
+    for seed in range(seeds):
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        train_idx, val_idx, test_idx = order[:1200], order[1200:1500], order[1500:]
+        original = train(images[train_idx], labels[train_idx], seed, train_epochs)
+        of_class = train_idx[labels[train_idx] == FORGET_CLASS]
+        subset = of_class[torch.randperm(len(of_class), generator=torch.Generator().manual_seed(seed))[: len(of_class) // 5]]
+
+        def loader(idx: torch.Tensor, shuffle: bool = False) -> DataLoader:
+            return DataLoader(TensorDataset(images[idx], labels[idx]), 32, shuffle=shuffle,
+                              generator=torch.Generator().manual_seed(seed))
+
+        for request, forget in (("class 3 withdrawn", of_class), ("random 20 % of class 3", subset)):
+            remain = train_idx[~torch.isin(train_idx, forget)]
+            start = time.perf_counter()
+            retrained = train(images[remain], labels[remain], seed, train_epochs)
+            retrain_s = time.perf_counter() - start
+            for method, regime in (("fixed passes", None), ("regime auto", "auto")):
+                torch.manual_seed(seed)
+                _, result = unlearn(
+                    original, loader(forget, True), loader(remain, True),
+                    config=PSGConfig(eps=0.3, value_range=(0.0, 1.0), phi=4.0, seed=seed), epochs=passes,
+                    lr=0.001, test_loader=loader(test_idx), retrained_model=retrained, num_classes=10,
+                    progress=False, regime=regime, val_loader=loader(val_idx) if regime else None)
+                rows.append({"seed": seed, "request": request, "method": method, "passes": result.epochs,
+                             "time_s": result.time_s, "retrain_s": retrain_s, **result.retrain_gap,
+                             "after": {k: result.after[k]["accuracy"] for k in ("forget", "remain", "test")},
+                             "retrained": {k: result.retrained[k]["accuracy"] for k in ("forget", "remain", "test")},
+                             "stopped": (result.stopping or {}).get("stopped"),
+                             "rewound": (result.stopping or {}).get("rewound"),
+                             "target": ((result.stopping or {}).get("calibration") or {}).get("target")})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    def mean_sd(values: list[float]) -> str:
+        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+    lines = ["| request | method | Avg. Gap | forget acc (retrained) | remain acc (retrained) | test acc | passes | time / retrain |",
+             "|---|---|---|---|---|---|---|---|"]
+    for request in dict.fromkeys(r["request"] for r in rows):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            got = [r for r in rows if r["request"] == request and r["method"] == method]
+            lines.append(
+                f"| {request} | {method} | {mean_sd([r['average_gap'] for r in got])} | "
+                f"{mean_sd([r['after']['forget'] for r in got])} ({mean_sd([r['retrained']['forget'] for r in got])}) | "
+                f"{mean_sd([r['after']['remain'] for r in got])} ({mean_sd([r['retrained']['remain'] for r in got])}) | "
+                f"{mean_sd([r['after']['test'] for r in got])} | {mean_sd([float(r['passes']) for r in got])} | "
+                f"{mean_sd([r['time_s'] / r['retrain_s'] for r in got])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=15, help="fixed passes, and the regime's budget")
+    parser.add_argument("--train-epochs", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.seeds, args.passes, args.train_epochs = 1, 2, 3
+    rows = run(args.seeds, args.passes, args.train_epochs)
+    print(table(rows))
+    if not args.quick:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "regime_digits.json"), "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
