@@ -24,9 +24,17 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from monai_unlearn import PSGConfig, unlearn  # noqa: E402
-from tests.test_runner import small_cnn  # noqa: E402
 
 FORGET_CLASS = 3
+
+
+def small_cnn() -> torch.nn.Module:
+    """Two convolutions and a linear head, for the 8x8 digits."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(32, 10),
+    )
 
 
 def train(images: torch.Tensor, labels: torch.Tensor, seed: int, epochs: int) -> torch.nn.Module:
@@ -98,7 +106,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--passes", type=int, default=15, help="fixed passes, and the regime's budget")
@@ -112,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         args.seeds, args.passes, args.train_epochs = 1, 2, 3
     rows = run(args.seeds, args.passes, args.train_epochs)
     print(table(rows))
+    return rows
     if not args.quick:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "regime_digits.json"), "w") as f:

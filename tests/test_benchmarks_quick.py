@@ -70,6 +70,25 @@ class TestSelectiveQuick(unittest.TestCase):
             self.assertEqual(stopped["params"]["stop_at_forget_accuracy"], rows[0]["test_forget_class_acc"])
 
 
+class TestRegimeDigitsQuick(unittest.TestCase):
+    def test_fixed_passes_and_regime_rows(self):
+        import contextlib
+        import importlib.util
+        import io
+
+        spec = importlib.util.spec_from_file_location("regime_digits", ROOT / "benchmarks" / "regime_digits.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            rows = module.main(["--quick", "--threads", "1"])
+        self.assertEqual([(r["request"], r["method"]) for r in rows], [
+            ("class 3 withdrawn", "fixed passes"), ("class 3 withdrawn", "regime auto"),
+            ("random 20 % of class 3", "fixed passes"), ("random 20 % of class 3", "regime auto")])
+        self.assertEqual(rows[1]["target"], 0.0)  # the withdrawn class's target needs no retrained model
+        self.assertGreater(rows[3]["target"], 0.0)  # the partial one is the held-out accuracy of the class
+        self.assertIn("| random 20 % of class 3 | regime auto |", printed.getvalue())
+
+
 class TestDeviceForgettingQuick(unittest.TestCase):
     def test_device_forgetting_quick(self):
         """Both tasks (slices, brain) in quick mode: one row per method, finite numbers (needs the volume data)."""

@@ -124,6 +124,15 @@ class TestCalibratedStop(unittest.TestCase):
         trainer.run()
         self.assertEqual((handler.record["best_iteration"], handler.record["rewound"]), (2, True))
 
+    def test_after_the_target_a_withdrawn_class_run_repairs_retention_while_it_can(self):
+        # the target is met at pass 1; passes 2-3 raise the guard, pass 4 does not: stop there, keep pass 3
+        scores, guards = [0.9, 0.4, 0.3, 0.3, 0.3, 0.3], [0.9, 0.8, 0.85, 0.88, 0.87, 0.86]
+        _, trainer, handler = self.make(scores, guard_values=guards, mode="reach", patience=1, epochs=6)
+        trainer.run()
+        self.assertEqual(trainer.state.epoch, 4)
+        self.assertEqual((handler.record["reached_at"], handler.record["best_iteration"]), (2, 6))
+        self.assertTrue(handler.record["rewound"])
+
     def test_a_run_that_damages_retention_rewinds_to_the_best_state(self):
         net, trainer, handler = self.make([0.9, 0.8, 0.7, 0.6, 0.6], guard_values=[0.9, 0.89, 0.5, 0.4, 0.3],
                                           epochs=4, lr=0.5)

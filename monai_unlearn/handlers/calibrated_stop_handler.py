@@ -42,6 +42,9 @@ class CalibratedStopHandler:
 
     - ``mode="reach"`` (a withdrawn class: the target is a bound that must be met): a state that meets the target
       is best, since forgetting is required; before one does, the admissible state closest to the target is.
+      With ``patience > 0`` the run goes on after the target is met while the guard still improves (the remain
+      term repairs retention), and stops after ``patience`` checks without improvement; the best state is then
+      the one that meets the target with the highest guard.
     - ``mode="closest"`` (partial forgetting: the target is a level to match, overshooting it over-forgets): the
       admissible state whose score is closest to the target is best, the original included, so a run that only
       damages retention or jumps far below the target returns to a better state.
@@ -64,6 +67,7 @@ class CalibratedStopHandler:
         network: the module to score and rewind; ``None`` uses ``engine.network``.
         metric_name: the key of the score in ``engine.state.metrics``.
         mode: ``"reach"`` or ``"closest"`` (see above).
+        patience: ``"reach"`` mode: checks without a better guard to wait for after the target is met.
         name: logger name; ``None`` uses the engine's logger.
 
     Raises:
@@ -83,11 +87,14 @@ class CalibratedStopHandler:
         network: torch.nn.Module | None = None,
         metric_name: str = "forget_accuracy",
         mode: str = "closest",
+        patience: int = 0,
         name: str | None = None,
     ) -> None:
         if mode not in ("reach", "closest"):
             raise ValueError(f"mode must be 'reach' or 'closest', got {mode!r}.")
         self.mode = mode
+        self.patience = int(patience)
+        self._stalls = 0
         if int(interval) != interval or interval < 1:
             raise ValueError(f"interval must be a positive integer, got {interval}.")
         if tolerance < 0 or max_guard_drop < 0:
@@ -98,7 +105,7 @@ class CalibratedStopHandler:
         self.network, self.metric_name = network, metric_name
         self.logger = logging.getLogger(name) if name is not None else None
         self.record: dict[str, Any] = {}
-        self._best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+        self._best: tuple[tuple[float, float], int, dict[str, torch.Tensor]] | None = None
         self._guard0: float | None = None
         self._last_checked = -1
 
@@ -120,10 +127,11 @@ class CalibratedStopHandler:
         network = self._net(engine)
         score = float(self.score_fn(network))
         self._guard0 = None if self.guard_fn is None else float(self.guard_fn(network))
-        self._best = (abs(score - self.target), 0, self._snapshot(network))
+        self._best = ((1.0, abs(score - self.target)), 0, self._snapshot(network))
         self.record = {"target": self.target, "tolerance": self.tolerance, "original_score": score,
                        "original_guard": self._guard0, "checks": [], "stopped": "budget", "best_iteration": 0,
-                       "rewound": False}
+                       "reached_at": None, "rewound": False}
+        self._stalls = 0
 
     @staticmethod
     def _snapshot(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -146,16 +154,32 @@ class CalibratedStopHandler:
         self.record["checks"].append({"epoch": engine.state.epoch, "iteration": iteration, "score": score,
                                       "guard": guard, "admissible": admissible})
         reached = score <= self.target + self.tolerance
-        # the rank of a state, lower is better: in "reach" mode any state that meets the target beats all others
-        rank = abs(score - self.target) - (float("inf") if self.mode == "reach" and reached else 0.0)
-        if (admissible or (self.mode == "reach" and reached)) and self._best is not None and rank < self._best[0]:
+        # the rank of a state, lower is better: in "reach" mode a state that meets the target beats every state that
+        # does not, and among those that do the higher guard wins
+        if self.mode == "reach" and reached:
+            rank: tuple[float, float] = (0.0, -(guard if guard is not None else 0.0))
+        else:
+            rank = (1.0, abs(score - self.target))
+        improved = (admissible or (self.mode == "reach" and reached)) and self._best is not None and rank < self._best[0]
+        if improved:
             self._best = (rank, iteration, self._snapshot(network))
             self.record["best_iteration"] = iteration
         logger = self.logger if self.logger is not None else engine.logger
         logger.info(f"CalibratedStopHandler: {self.metric_name} {score:.4f} (target {self.target:.4f})"
                     + (f", guard {guard:.4f}" if guard is not None else "") + f" at iteration {iteration}")
-        if reached:
+        if self.mode == "reach" and self.record.get("reached_at") is not None:
+            self._stalls = 0 if improved else self._stalls + 1
+            if self._stalls >= self.patience:
+                logger.info(f"CalibratedStopHandler: no better state for {self.patience} check(s) after the target; "
+                            "stopping.")
+                engine.terminate()
+        elif reached:
             self.record["stopped"] = "target"
+            self.record["reached_at"] = iteration
+            if self.mode == "reach" and self.patience > 0:
+                logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; going on while "
+                            "the guard improves.")
+                return
             logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; stopping.")
             engine.terminate()
 
@@ -180,6 +204,7 @@ def regime_stop_handler(
     forget_score_fn: Callable[[torch.nn.Module], float], check_every: int | None = None, rewind: bool = True,
     prepare_batch: Callable = default_prepare_batch, amp: bool = False, num_classes: int | None = None,
     roi_size: Any = None,
+    patience: int = 2,
 ) -> tuple[CalibratedStopHandler, dict[str, Any]]:
     """The ``CalibratedStopHandler`` of a regime (decided from the data for ``"auto"``) and its record.
 
@@ -201,6 +226,7 @@ def regime_stop_handler(
         check_every: check every this many iterations; ``None``: every pass.
         rewind: return to the best state at the end.
         prepare_batch, amp, num_classes, roi_size: as for the evaluation.
+        patience: withdrawn classes: checks to go on after the target while held-out accuracy improves.
 
     Returns:
         the handler, and ``{"regime": decision, "calibration": target record}``.
@@ -251,5 +277,5 @@ def regime_stop_handler(
     mode = "reach" if decision.regime in ("class", "segmentation_class") else "closest"
     handler = CalibratedStopHandler(
         forget_score_fn, calibration["target"], guard_fn=guard_fn, rewind=rewind, network=revised,
-        interval=check_every or 1, epoch_level=check_every is None, mode=mode)
+        interval=check_every or 1, epoch_level=check_every is None, mode=mode, patience=patience)
     return handler, {"regime": decision.to_dict(), "calibration": calibration}
