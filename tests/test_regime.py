@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -227,6 +228,11 @@ class TestBundleRegime(unittest.TestCase):
         self.assertEqual(record["stopping"]["stopped"], "target")
         self.assertLess(record["epochs"], 15)  # stopped when the class was gone, not after a fixed count
         self.assertLessEqual(record["after"]["forget"]["accuracy"], 0.01)
+        # the log's decision is in the audit record and the audit report a reviewer signs
+        audit = json.load(open(os.path.join(self.tmp, "out_class", "unlearning", "audit.json")))
+        self.assertEqual(audit["parameters"]["regime"]["decision"]["regime"], "class")
+        markdown = open(os.path.join(self.tmp, "out_class", "unlearning", "report.md")).read()
+        self.assertIn("**Regime:** class (no kept item has label(s) [2]", markdown)
 
 
 if __name__ == "__main__":

@@ -101,11 +101,22 @@ def render_audit_markdown(
     items = audit.get("items") or []
     lines += [f"SHA-256 of each forgotten item's identifier (path) and file content; the first {min(len(items), _SHOWN_HASHES)}"
               f" of {len(items)} are shown, all are in `audit.json`.", ""]
-    lines += _table(["id sha256", "content sha256"],
-                    [[f"`{i['id_sha256'][:16]}…`", f"`{str(i.get('content_sha256'))[:16]}…`"] for i in items[:_SHOWN_HASHES]])
+    lines += _table(["index", "id sha256", "content sha256"],
+                    [[i.get("index", "-"), f"`{i['id_sha256'][:16]}…`", f"`{str(i.get('content_sha256'))[:16]}…`"]
+                     for i in items[:_SHOWN_HASHES]])
     lines += ["", "## Method and parameters", ""]
     lines += _table(["parameter", "value"], [[k, v] for k, v in (record.get("config") or {}).items()])
-    lines += ["", f"Optimizer: {record.get('optimizer')}", "", "## Evidence", ""]
+    lines += ["", f"Optimizer: {record.get('optimizer')}"]
+    stopping = record.get("stopping")
+    if stopping:
+        regime = stopping.get("regime") or {}
+        target = (stopping.get("calibration") or {}).get("target")
+        lines += ["", f"**Regime:** {regime.get('regime')} ({regime.get('reason')}). Forget target "
+                      f"{_fmt(target)}, estimated without a retrained model from "
+                      f"{stopping.get('held_out') or 'the data given'}; the run stopped at the "
+                      f"{'target' if stopping.get('stopped') == 'target' else 'pass budget'}"
+                      f"{' and was rewound to its best state' if stopping.get('rewound') else ''}."]
+    lines += ["", "## Evidence", ""]
     lines += _table(["model", "forget", "remain", "test", "MIA mean", "MIA std"], _metrics_rows(record))
     gap = record.get("retrain_gap")
     if gap:
