@@ -14,11 +14,15 @@ from monai_unlearn.baselines import (
     METHODS,
     cf_k,
     eu_k,
+    finetune,
+    l1_sparse,
     last_k_blocks,
     model_blocks,
     neggrad_plus,
     reinitialize,
     run_method,
+    saliency_mask,
+    salun,
     scrub,
     teacher_student_kl,
 )
@@ -139,6 +143,44 @@ class TestNegGradPlus(ToyCase):
         forget, remain = self.loaders()
         with self.assertRaisesRegex(ValueError, "beta"):
             neggrad_plus(copy.deepcopy(self.model), forget, remain, 1, 0.01, torch.device("cpu"), beta=1.5)
+
+
+class TestSalUn(ToyCase):
+    def test_changes_only_salient_weights_and_forgets(self):
+        forget, remain = self.loaders()
+        model = copy.deepcopy(self.model)
+        mask = saliency_mask(model, forget, torch.device("cpu"), keep=0.3)
+        share = sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+        self.assertAlmostEqual(share, 0.3, delta=0.02)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        model, its, history, params = salun(model, forget, remain, 6, 0.05, torch.device("cpu"), keep=0.3,
+                                            num_classes=3, seed=1)
+        for name, p in model.named_parameters():
+            unchanged = before[name][~mask[name]]
+            self.assertTrue(torch.equal(p.detach()[~mask[name]], unchanged), f"{name} changed outside the mask")
+        self.assertLess(acc(model, self.xf, self.yf), 0.3)  # relabelled at random: the class is no longer given
+        self.assertGreater(acc(model, self.xr, self.yr), 0.9)
+        self.assertEqual(its, 6 * len(remain))
+        self.assertAlmostEqual(params["mask_share"], share)
+
+    def test_bad_keep(self):
+        forget, _ = self.loaders()
+        with self.assertRaisesRegex(ValueError, "keep"):
+            saliency_mask(self.model, forget, torch.device("cpu"), keep=0.0)
+
+
+class TestL1Sparse(ToyCase):
+    def test_penalty_decays_and_sparsifies(self):
+        _, remain = self.loaders()
+        l1 = lambda m: float(sum(p.abs().sum() for p in m.parameters()))  # noqa: E731
+        plain, *_ = finetune(copy.deepcopy(self.model), None, remain, 4, 0.01, torch.device("cpu"))
+        sparse, its, history, params = l1_sparse(copy.deepcopy(self.model), None, remain, 4, 0.01,
+                                                 torch.device("cpu"), alpha=0.01)
+        self.assertLess(l1(sparse), l1(plain))
+        self.assertEqual([h["alpha"] for h in history], [0.01, 0.0075, 0.005, 0.0025])
+        self.assertGreater(acc(sparse, self.xr, self.yr), 0.9)
+        with self.assertRaisesRegex(ValueError, "alpha"):
+            l1_sparse(copy.deepcopy(self.model), None, remain, 1, 0.01, torch.device("cpu"), alpha=-1.0)
 
 
 class TestLastK(ToyCase):

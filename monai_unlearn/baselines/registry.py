@@ -10,9 +10,11 @@ from typing import Any
 
 import torch
 
+from monai_unlearn.baselines.l1_sparse import l1_sparse
 from monai_unlearn.baselines.last_k import cf_k, eu_k
 from monai_unlearn.baselines.neggrad import neggrad_plus
 from monai_unlearn.baselines.retrain import finetune, retrain
+from monai_unlearn.baselines.salun import salun
 from monai_unlearn.baselines.scrub import scrub
 from monai_unlearn.core.batch import default_prepare_batch
 from monai_unlearn.core.config import PSGConfig
@@ -51,6 +53,8 @@ METHODS: dict[str, MethodSpec] = {
     "cf_k": MethodSpec("CF-k", cf_k, False, True, "Goel et al., arXiv 2201.06640"),
     "eu_k": MethodSpec("EU-k", eu_k, False, True, "Goel et al., arXiv 2201.06640"),
     "scrub": MethodSpec("SCRUB", scrub, True, True, "Kurmanji et al., NeurIPS 2023"),
+    "salun": MethodSpec("SalUn", salun, True, True, "Fan et al., ICLR 2024"),
+    "l1_sparse": MethodSpec("l1-sparse", l1_sparse, False, True, "Jia et al., NeurIPS 2023"),
     "boundary_shrink": MethodSpec("Boundary Shrink", None, True, False, "Chen et al., CVPR 2023"),
     "psg": MethodSpec("PSG", None, True, False, "Nahass et al., arXiv 2505.21872"),
 }
@@ -115,7 +119,7 @@ def run_method(
 
     Args:
         name: registry key (``METHODS``) or display name: ``retrain``, ``finetune``, ``neggrad_plus``, ``cf_k``,
-            ``eu_k``, ``scrub``, ``boundary_shrink``, ``psg``.
+            ``eu_k``, ``scrub``, ``salun``, ``l1_sparse``, ``boundary_shrink``, ``psg``.
         model: the trained network; never modified.
         forget_loader: batches of the forget set.
         remain_loader: batches of the remain set.
