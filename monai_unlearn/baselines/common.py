@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -19,6 +19,7 @@ __all__ = [
     "freeze_except",
     "train_epochs",
     "frozen_teacher",
+    "paired_batches",
 ]
 
 PrepareBatch = Callable[..., "tuple[torch.Tensor, torch.Tensor]"]
@@ -182,3 +183,15 @@ def frozen_teacher(model: torch.nn.Module) -> torch.nn.Module:
     teacher.eval()
     teacher.requires_grad_(False)
     return teacher
+
+
+def paired_batches(
+    remain_loader: Iterable[Any], forget_iter: Iterator[Any], device: torch.device,
+    prepare_batch: PrepareBatch = default_prepare_batch,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One pass over the remain loader, each remain batch with the next forget batch: ``(xr, yr, xf, yf)`` with the
+    labels as class indices (``forget_iter`` is usually ``cycle(forget_loader)``, kept across passes)."""
+    for batch in remain_loader:
+        xr, yr = prepare_batch(batch, device, False)
+        xf, yf = prepare_batch(next(forget_iter), device, False)
+        yield xr, label_index_for_image(yr, xr), xf, label_index_for_image(yf, xf)

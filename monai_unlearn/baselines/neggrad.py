@@ -8,9 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from monai_unlearn.baselines.common import PrepareBatch, make_optimizer
-from monai_unlearn.core.batch import default_prepare_batch, label_index_for_image
-from monai_unlearn.core.batch import cycle
+from monai_unlearn.baselines.common import PrepareBatch, make_optimizer, paired_batches
+from monai_unlearn.core.batch import cycle, default_prepare_batch
 
 __all__ = ["neggrad_plus"]
 
@@ -64,12 +63,10 @@ def neggrad_plus(
         model.train()
         sums = torch.zeros(2, device=device)
         count = 0
-        for batch in remain_loader:
-            xr, yr = prepare_batch(batch, device, False)
-            xf, yf = prepare_batch(next(forget_iter), device, False)
+        for xr, yr, xf, yf in paired_batches(remain_loader, forget_iter, device, prepare_batch):
             logits = model(torch.cat([xr, xf]))
-            loss_r = F.cross_entropy(logits[: xr.shape[0]], label_index_for_image(yr, xr))
-            loss_f = F.cross_entropy(logits[xr.shape[0] :], label_index_for_image(yf, xf))
+            loss_r = F.cross_entropy(logits[: xr.shape[0]], yr)
+            loss_f = F.cross_entropy(logits[xr.shape[0] :], yf)
             loss = beta * loss_r - (1.0 - beta) * loss_f
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from monai_unlearn.baselines.common import PrepareBatch, make_optimizer
+from monai_unlearn.baselines.common import PrepareBatch, make_optimizer, paired_batches
 from monai_unlearn.core.batch import cycle, default_prepare_batch, label_index_for_image
 
 __all__ = ["salun", "saliency_mask"]
@@ -103,15 +103,12 @@ def salun(
         model.train()
         sums = torch.zeros(2, device=device)
         count = 0
-        for batch in remain_loader:
-            xr, yr = prepare_batch(batch, device, False)
-            xf, yf = prepare_batch(next(forget_iter), device, False)
+        for xr, yr, xf, yf in paired_batches(remain_loader, forget_iter, device, prepare_batch):
             logits = model(torch.cat([xr, xf]))
             classes = num_classes or logits.shape[1]
-            true = label_index_for_image(yf, xf)
-            shift = torch.randint(1, classes, true.shape, generator=generator).to(true.device)
-            random_label = (true + shift) % classes  # a random class other than the true one
-            loss_r = F.cross_entropy(logits[: xr.shape[0]], label_index_for_image(yr, xr))
+            shift = torch.randint(1, classes, yf.shape, generator=generator).to(yf.device)
+            random_label = (yf + shift) % classes  # a random class other than the true one
+            loss_r = F.cross_entropy(logits[: xr.shape[0]], yr)
             loss_f = F.cross_entropy(logits[xr.shape[0]:], random_label)
             opt.zero_grad(set_to_none=True)
             (loss_r + loss_f).backward()

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.utils import optional_import
 
 from monai_unlearn.deploy.inputs import (
     FILENAME_KEY,
@@ -23,18 +22,14 @@ from monai_unlearn.deploy.inputs import (
     list_dicom_files,
 )
 
-Operator, _ = optional_import("monai.deploy.core", name="Operator", as_type="base")
-Image, _ = optional_import("monai.deploy.core", name="Image")
-OperatorSpec, _ = optional_import("monai.deploy.core", name="OperatorSpec")
-ConditionType, _ = optional_import("monai.deploy.core", name="ConditionType")
-MonaiBundleInferenceOperator, _ = optional_import(
-    "monai.deploy.operators.monai_bundle_inference_operator", name="MonaiBundleInferenceOperator", as_type="base"
-)
-DICOMDataLoaderOperator, _ = optional_import(
-    "monai.deploy.operators.dicom_data_loader_operator", name="DICOMDataLoaderOperator", as_type="base"
-)
-DICOMSeriesToVolumeOperator, _ = optional_import(
-    "monai.deploy.operators.dicom_series_to_volume_operator", name="DICOMSeriesToVolumeOperator", as_type="base"
+
+from monai_unlearn.deploy.sdk import (
+    ConditionType,
+    DICOMDataLoaderOperator,
+    DICOMSeriesToVolumeOperator,
+    Image,
+    Operator,
+    OperatorSpec,
 )
 
 __all__ = ["NiftiImageLoaderOperator", "DICOMStudyLoaderOperator", "DICOMSeriesImageOperator"]

@@ -1,7 +1,7 @@
 """MONAI Deploy operators for running an unlearned bundle: load NIfTI files or DICOM series, infer with the bundle,
 write results.
 
-The App SDK is imported through ``monai.utils.optional_import``: without it this module still imports (the
+The App SDK is imported through ``monai.utils.optional_import`` (``monai_unlearn.deploy.sdk``): without it this module still imports (the
 classes then fail on construction with a message naming the missing package).
 
 Why ``MonaiBundleInferenceOperator`` is subclassed rather than used as it is (App SDK 4.0):
@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.utils import optional_import
 
 from monai_unlearn.deploy.inputs import (
     FILENAME_KEY,
@@ -61,21 +60,8 @@ from monai_unlearn.deploy.loader_operators import (
     DICOMStudyLoaderOperator,
     NiftiImageLoaderOperator,
 )
+from monai_unlearn.deploy.sdk import MonaiBundleInferenceOperator, Operator, OperatorSpec
 from monai_unlearn.io import atomic_write_json
-
-Operator, _ = optional_import("monai.deploy.core", name="Operator", as_type="base")
-Image, _ = optional_import("monai.deploy.core", name="Image")
-OperatorSpec, _ = optional_import("monai.deploy.core", name="OperatorSpec")
-ConditionType, _ = optional_import("monai.deploy.core", name="ConditionType")
-MonaiBundleInferenceOperator, _ = optional_import(
-    "monai.deploy.operators.monai_bundle_inference_operator", name="MonaiBundleInferenceOperator", as_type="base"
-)
-DICOMDataLoaderOperator, _ = optional_import(
-    "monai.deploy.operators.dicom_data_loader_operator", name="DICOMDataLoaderOperator", as_type="base"
-)
-DICOMSeriesToVolumeOperator, _ = optional_import(
-    "monai.deploy.operators.dicom_series_to_volume_operator", name="DICOMSeriesToVolumeOperator", as_type="base"
-)
 
 __all__ = [
     "NIFTI_SUFFIXES",
