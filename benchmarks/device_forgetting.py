@@ -91,6 +91,9 @@ METHOD_SETTINGS = {
     "psg": (5, 1e-3, {"eps": 0.1, "value_range": (0.0, 1.0), "num_steps": 2, "gamma": 0.5, "lam": 0.1,
                       "phi": 1.0, "seed": 0}),
 }
+# PSG with unlearn(regime="auto"): the same parameters, 15 passes as the budget, calibrated on the validation images of
+# the kept devices (--val-fraction, never the test images); only run when asked for (--methods ...,psg_calibrated)
+CALIBRATED = {"psg_calibrated": (15, 1e-3, {**METHOD_SETTINGS["psg"][2], "regime": "auto"})}
 
 COLUMNS = [
     ("method", "method", ""),
@@ -119,6 +122,9 @@ def parse(argv=None):
                    help="brain: patches per region per scanner")
     p.add_argument("--patch-size", type=int, default=TASK_DEFAULTS["brain"]["patch_size"], help="brain: side in px")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of each device's images")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="share of the kept devices' held-out images set aside for calibration (psg_calibrated)")
+    p.add_argument("--tag", default="", help="suffix of the result files (e.g. _seed1)")
     p.add_argument("--width", type=float, default=0.25, help="AllCNN width (0.25 = narrow CPU variant)")
     p.add_argument("--epochs", type=int, default=None,
                    help="training epochs of original and retrained models (default: slices 15, brain 10)")
@@ -145,9 +151,19 @@ def _tensors(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
                          torch.as_tensor(labels, dtype=torch.long))
 
 
-def device_splits(entries: list[dict], images: np.ndarray, forget: str, test_fraction: float, seed: int) -> dict:
-    """Forget / remain (training part of the forget / kept devices), test (kept devices) and forget-device test."""
+def device_splits(entries: list[dict], images: np.ndarray, forget: str, test_fraction: float, seed: int,
+                  val_fraction: float = 0.0) -> dict:
+    """Forget / remain (training part of the forget / kept devices), test (kept devices) and forget-device test;
+    with ``val_fraction`` that share of the kept devices' held-out images becomes a validation split (``val``) for
+    retrain-free calibration, and the test split is the rest."""
     train, test = split_train_test(entries, test_fraction=test_fraction, seed=seed)
+    val: list = []
+    if val_fraction:
+        kept = [e for e in test if e["device"] != forget]
+        order = np.random.default_rng(seed + 1).permutation(len(kept))
+        val = [kept[i] for i in order[: int(round(val_fraction * len(kept)))]]
+        chosen = {id(e) for e in val}
+        test = [e for e in test if id(e) not in chosen]
     index = {id(e): i for i, e in enumerate(entries)}
     labels = np.array([e["label"] for e in entries])
     pick = lambda part, keep: np.array([index[id(e)] for e in part if keep(e["device"])], dtype=np.int64)  # noqa: E731
@@ -157,6 +173,7 @@ def device_splits(entries: list[dict], images: np.ndarray, forget: str, test_fra
         "remain": pick(train, lambda d: d != forget),
         "test": pick(test, lambda d: d != forget),
         "test_forget_device": pick(test, lambda d: d == forget),
+        "val": pick(val, lambda d: True),
     }
     out = {k: _tensors(images[v], labels[v]) for k, v in groups.items()}
     out["counts"] = {k: int(len(v)) for k, v in groups.items()}
@@ -175,7 +192,7 @@ def slice_task(args) -> dict:
     entries = build_volume_slice_datalist(folder, image_size=args.image_size,
                                           slices_per_volume=args.slices_per_volume, seed=args.seed)
     images = np.stack([np.asarray(nib.load(e["image"]).dataobj, dtype=np.float32)[None] for e in entries])
-    splits = device_splits(entries, images, forget, args.test_fraction, args.seed)
+    splits = device_splits(entries, images, forget, args.test_fraction, args.seed, args.val_fraction)
     note = (f"forget device {forget} ({cls}); other sources of {cls} kept: {others}" if others else
             f"forget device {forget} is the only source of {cls}: this is class forgetting, not device forgetting")
     return {"splits": splits, "num_classes": len(VOLUME_SLICE_CLASSES), "forget": forget, "forget_class": cls,
@@ -192,7 +209,7 @@ def brain_task(args) -> dict:
         dev = str(dev)
         entries.append({"label": int(lab), "device": dev, "slice": counters.get(dev, 0)})
         counters[dev] = counters.get(dev, 0) + 1
-    splits = device_splits(entries, images, args.forget_scanner, args.test_fraction, args.seed)
+    splits = device_splits(entries, images, args.forget_scanner, args.test_fraction, args.seed, args.val_fraction)
     kept = [d for d in BRAIN_REGION_DEVICES if d != args.forget_scanner]
     note = f"forget scanner {args.forget_scanner}; kept scanner(s) {kept}; every region is imaged by both"
     return {"splits": splits, "num_classes": len(BRAIN_REGIONS), "forget": args.forget_scanner, "forget_class": None,
@@ -255,20 +272,28 @@ def run_task(task: str, args, info: dict) -> dict:
             rows.append(retrain_row(ref, retrain_time, re_cached))
             print(f"[{task}]", rows[-1], flush=True)
             continue
-        m_epochs, lr, kwargs = METHOD_SETTINGS[name]
+        m_epochs, lr, kwargs = {**METHOD_SETTINGS, **CALIBRATED}[name]
         if args.quick:
             m_epochs = 1
+        extra = {}
+        if name in CALIBRATED:
+            if not len(splits["val"]):
+                raise SystemExit("psg_calibrated needs validation images: pass --val-fraction (e.g. 0.5).")
+            extra = {"val_loader": loader(splits["val"], 256, False)}
         torch.manual_seed(args.seed)
-        model, result = run_method(name, original, loader(splits["forget"], bs, True, args.seed),
+        model, result = run_method("psg" if name in CALIBRATED else name, original,
+                                   loader(splits["forget"], bs, True, args.seed),
                                    loader(splits["remain"], bs, True, args.seed), epochs=m_epochs, lr=lr,
-                                   evaluate=False, **kwargs)
+                                   evaluate=False, **kwargs, **extra)
+        if name in CALIBRATED:
+            result.method, m_epochs = "PSG (regime auto, calibrated)", result.epochs
         row = evaluate(model)
         rows.append(method_row(result.method, row, ref, result.time_s, retrain_time, m_epochs, lr, kwargs))
         print(f"[{task}]", {k: v for k, v in rows[-1].items() if k != "params"}, flush=True)
     rows[0]["gap"] = gap_to(rows[0], ref)
 
     default = data["forget"] == DEFAULT_FORGET[task]
-    tag = f"device_{task}" + ("" if default else f"_{data['forget']}") + ("_quick" if args.quick else "")
+    tag = f"device_{task}" + ("" if default else f"_{data['forget']}") + ("_quick" if args.quick else "") + args.tag
     table = markdown_table(rows, COLUMNS)
     settings = {**base, "forget_device": data["forget"], "forget_class": data["forget_class"],
                 "other_sources_of_class": data["other_sources_of_class"], "classes": data["classes"],
