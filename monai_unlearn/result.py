@@ -7,9 +7,11 @@ from typing import Any
 
 import torch
 
+from monai_unlearn.core.config import method_name
 from monai_unlearn.metrics.headline import format_table, headline_rows
+from monai_unlearn.metrics.retrain_gap import retrain_gap
 
-__all__ = ["UnlearningResult", "optimizer_record"]
+__all__ = ["UnlearningResult", "optimizer_record", "run_result"]
 
 
 @dataclass
@@ -64,3 +66,18 @@ def optimizer_record(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     return {"name": type(optimizer).__name__, **{
         k: v for k, v in optimizer.defaults.items() if isinstance(v, (int, float, bool, str))
     }}
+
+
+def run_result(trainer: Any, history: Any, metrics: Any, stopping: dict[str, Any] | None = None) -> UnlearningResult:
+    """The ``UnlearningResult`` of a finished ``UnlearningTrainer`` run, from its ``UnlearningHistoryHandler`` and
+    ``UnlearningMetricsHandler`` (evaluations are ``None`` when the metrics handler was not attached) and the
+    regime's stopping record when one stopped it. ``unlearn()`` and the bundle both build their record here."""
+    config = trainer.unlearner.config
+    after, retrained = metrics.latest, metrics.retrained
+    gap = retrain_gap(headline_rows(after), headline_rows(retrained)) if after and retrained else None
+    return UnlearningResult(
+        method=method_name(config), config=config.to_dict(), optimizer=optimizer_record(trainer.optimizer),
+        epochs=trainer.state.epoch, iterations=trainer.unlearner.iteration, time_s=history.elapsed_s,
+        before=metrics.before, after=after, retrained=retrained, retrain_gap=gap, history=history.history,
+        stopping=stopping,
+    )

@@ -28,9 +28,8 @@ from monai_unlearn.handlers.unlearning_history_handler import UnlearningHistoryH
 from monai_unlearn.handlers.unlearning_metrics_handler import UnlearningMetricsHandler
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
 from monai_unlearn.metrics.headline import forget_score, format_table, headline_rows
-from monai_unlearn.metrics.retrain_gap import retrain_gap
 from monai_unlearn.metrics.segmentation import evaluate_segmentation
-from monai_unlearn.result import UnlearningResult, optimizer_record
+from monai_unlearn.result import UnlearningResult, optimizer_record, run_result
 
 ProgressBar, has_progress_bar = optional_import("ignite.handlers", name="ProgressBar")
 
@@ -261,23 +260,6 @@ def unlearn(
         ProgressBar(persist=False, desc="unlearning").attach(trainer)
     trainer.run()
 
-    before, after, retrained = (metrics.before, metrics.latest, metrics.retrained) if evaluate else (None, None, None)
-    gap = None
-    if after is not None and retrained is not None:
-        gap = retrain_gap(headline_rows(after), headline_rows(retrained))
-    result = UnlearningResult(
-        method=method_name(config),
-        config=config.to_dict(),
-        optimizer=optimizer_record(optimizer),
-        epochs=trainer.state.epoch,
-        iterations=trainer.unlearner.iteration,
-        time_s=history.elapsed_s,
-        before=before,
-        after=after,
-        retrained=retrained,
-        retrain_gap=gap,
-        history=history.history,
-        stopping=None if stopping is None else {**stopping, **calibrated.record},
-    )
+    result = run_result(trainer, history, metrics, None if stopping is None else {**stopping, **calibrated.record})
     return revised, result
 

@@ -15,31 +15,15 @@ from monai_unlearn.bundle.audit_report import write_audit_markdown
 from monai_unlearn.bundle.layout import find_bundle_config
 from monai_unlearn.bundle.settings import REPORT_DIR, setting
 from monai_unlearn.bundle.writer import export_torchscript, write_new_bundle
-from monai_unlearn.core.config import method_name
 from monai_unlearn.distributed import barrier, is_writer
 from monai_unlearn.io import atomic_write_json
 from monai_unlearn.metrics.headline import format_table, headline_rows
 from monai_unlearn.metrics.plots import LOSS_SERIES, curves_figure, has_matplotlib, per_class_figure, write_png
-from monai_unlearn.metrics.retrain_gap import retrain_gap
-from monai_unlearn.result import UnlearningResult, optimizer_record
+from monai_unlearn.result import run_result
 
 __all__ = ["write_unlearned_bundle"]
 
 logger = logging.getLogger(__name__)
-
-
-def run_result(trainer: Any, history: Any, metrics: Any, stopping: dict[str, Any] | None = None) -> UnlearningResult:
-    """The ``UnlearningResult`` of a finished ``UnlearningTrainer`` run, from its history and metrics handlers (and
-    the regime's stopping record, when one stopped it)."""
-    config = trainer.unlearner.config
-    after, retrained = metrics.latest, metrics.retrained
-    gap = retrain_gap(headline_rows(after), headline_rows(retrained)) if after and retrained else None
-    return UnlearningResult(
-        method=method_name(config), config=config.to_dict(), optimizer=optimizer_record(trainer.optimizer),
-        epochs=trainer.state.epoch, iterations=trainer.unlearner.iteration, time_s=history.elapsed_s,
-        before=metrics.before, after=after, retrained=retrained, retrain_gap=gap, history=history.history,
-        stopping=stopping,
-    )
 
 
 def write_unlearned_bundle(request: Any, trainer: Any, history: Any, metrics: Any) -> dict[str, Any]:
