@@ -219,6 +219,11 @@ class TestBundleRegime(unittest.TestCase):
         self.assertIn(stopping["stopped"], ("target", "budget"))
         self.assertEqual(summary["record"]["epochs"], len(summary["record"]["history"]))
 
+    def test_regime_and_a_manual_target_exclude_each_other(self):
+        with self.assertRaisesRegex(ValueError, "unlearn_regime or unlearn_stop_at_forget_accuracy"):
+            unlearn_from_parser(overlay_parser(self.zoo, forget="label=2", output_dir=os.path.join(self.tmp, "both"),
+                                               unlearn_regime="auto", unlearn_stop_at_forget_accuracy=0.1))
+
     def test_withdrawn_class_regime(self):
         summary = unlearn_from_parser(overlay_parser(self.zoo, forget="label=2", output_dir=os.path.join(
             self.tmp, "out_class"), unlearn_regime="auto", unlearn_epochs=15))

@@ -256,6 +256,9 @@ class UnlearningRequest:
         if not regime:
             self.stopping = None
             return None
+        if setting(self.parser, "unlearn_stop_at_forget_accuracy") is not None:
+            raise ValueError("give unlearn_regime or unlearn_stop_at_forget_accuracy, not both: a regime sets its own "
+                             "target.")
         from monai_unlearn.handlers.calibrated_stop_handler import regime_stop_handler
 
         every = setting(self.parser, "unlearn_check_every")
