@@ -22,7 +22,7 @@ from monai_unlearn.bundle.layout import detect_layout, missing_package
 from monai_unlearn.bundle.parser import calling_config_parser
 from monai_unlearn.bundle.settings import selector_text, setting
 from monai_unlearn.bundle.task import detect_task
-from monai_unlearn.core.boundary_search import frozen_reference
+from monai_unlearn.core.datalist_values import normalize_label
 from monai_unlearn.distributed import distributed_sampler, init_distributed, is_distributed, rank_device
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
 from monai_unlearn.metrics.headline import forget_score
@@ -249,9 +249,10 @@ class UnlearningRequest:
         return lambda net: evaluate_unlearning(net, forget_loader, None, None, num_classes, device, amp=amp)[
             "forget"]["accuracy"]
 
-    def calibrated_stop(self, forget_loader: Any, remain_loader: Any, val_loader: Any) -> Any:
+    def calibrated_stop(self, forget_loader: Any, remain_loader: Any, val_loader: Any, reference: Any) -> Any:
         """The ``CalibratedStopHandler`` of ``unlearn_regime`` (``"auto"`` or a regime name), calibrated on the
-        wrapped bundle's validation data; ``None`` (a fixed number of passes) when the setting is empty."""
+        wrapped bundle's validation data with the frozen original ``reference``; ``None`` (a fixed number of
+        passes) when the setting is empty. The items' classes come from the datalist, without a pass over the data."""
         regime = setting(self.parser, "unlearn_regime")
         if not regime:
             self.stopping = None
@@ -262,14 +263,24 @@ class UnlearningRequest:
         from monai_unlearn.handlers.calibrated_stop_handler import regime_stop_handler
 
         every = setting(self.parser, "unlearn_check_every")
+        labels = {}
+        if self.task == "classification":
+            labels = {"forget_labels": self.item_labels(self.forget_items),
+                      "remain_labels": self.item_labels(self.remain_items)}
         handler, self.stopping = regime_stop_handler(
-            str(regime), frozen_reference(self.network), self.network, forget_loader, remain_loader, val_loader,
+            str(regime), reference, self.network, forget_loader, remain_loader, val_loader,
             self.task, self.forget_classes, self.device, self.forget_score(forget_loader),
             check_every=int(every) if every else None, amp=self.amp, num_classes=self.num_classes,
-            roi_size=self.roi_size)
+            roi_size=self.roi_size, **labels)
         self.stopping["held_out"] = f"validation data at {self.layout.val_datalist!r}" if val_loader is not None else None
         self.calibrated = handler
         return handler
+
+    def item_labels(self, items: list) -> list[int]:
+        """The class of each classification item: made by the transforms when the datalist's labels are not classes."""
+        if self.labels is not None:
+            return [self.labels[id(item)] for item in items]
+        return [normalize_label(item["label"]) for item in items]
 
     def write_bundle(self, trainer: Any, history: Any, metrics: Any) -> dict[str, Any]:
         """Write the new bundle from the trainer's run (see ``write_unlearned_bundle``) and return its summary."""

@@ -205,6 +205,8 @@ def regime_stop_handler(
     prepare_batch: Callable = default_prepare_batch, amp: bool = False, num_classes: int | None = None,
     roi_size: Any = None,
     patience: int = 2,
+    forget_labels: Sequence[int] | None = None,
+    remain_labels: Sequence[int] | None = None,
 ) -> tuple[CalibratedStopHandler, dict[str, Any]]:
     """The ``CalibratedStopHandler`` of a regime (decided from the data for ``"auto"``) and its record.
 
@@ -227,6 +229,8 @@ def regime_stop_handler(
         rewind: return to the best state at the end.
         prepare_batch, amp, num_classes, roi_size: as for the evaluation.
         patience: withdrawn classes: checks to go on after the target while held-out accuracy improves.
+        forget_labels, remain_labels: classification: the items' classes when the caller knows them (a bundle's
+            datalist); otherwise they are read from the loaders (one pass over each).
 
     Returns:
         the handler, and ``{"regime": decision, "calibration": target record}``.
@@ -247,8 +251,10 @@ def regime_stop_handler(
                                              amp, roi_size=roi_size)
             calibration = {"target": forget_score(held_out), "notes": ["the original's Dice on held-out cases"]}
     else:
-        forget_labels = loader_labels(forget_loader, prepare_batch)
-        remain_labels = loader_labels(remain_loader, prepare_batch) if remain_loader is not None else []
+        if forget_labels is None:
+            forget_labels = loader_labels(forget_loader, prepare_batch)
+        if remain_labels is None:
+            remain_labels = loader_labels(remain_loader, prepare_batch) if remain_loader is not None else []
         decision = decide_regime(forget_labels, remain_labels, requested=requested)
         held_out = val_loader
         notes = []
