@@ -27,7 +27,7 @@ from monai_unlearn.handlers.unlearning_checkpoint_handler import UnlearningCheck
 from monai_unlearn.handlers.unlearning_history_handler import UnlearningHistoryHandler
 from monai_unlearn.handlers.unlearning_metrics_handler import UnlearningMetricsHandler
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
-from monai_unlearn.metrics.headline import forget_score, format_table, headline_rows
+from monai_unlearn.metrics.headline import forget_score, forget_scorer, format_table, headline_rows
 from monai_unlearn.metrics.segmentation import evaluate_segmentation
 from monai_unlearn.result import UnlearningResult, optimizer_record, run_result
 
@@ -220,13 +220,8 @@ def unlearn(
             net, forget_loader, remain_loader, test_loader, num_classes, device, prepare_batch, amp
         )
 
-    def _forget_score(net: torch.nn.Module) -> float:
-        if task == "segmentation":
-            return forget_score(evaluate_segmentation(net, forget_loader, None, None, num_classes, device,
-                                                      prepare_batch, amp, forget_classes=forget_classes,
-                                                      roi_size=roi_size))
-        return evaluate_unlearning(net, forget_loader, None, None, num_classes, device, prepare_batch, amp)[
-            "forget"]["accuracy"]
+    _forget_score = forget_scorer(task, forget_loader, num_classes, device, prepare_batch, amp, forget_classes,
+                                  roi_size)
 
     history = UnlearningHistoryHandler()
     metrics = UnlearningMetricsHandler(forget_loader, interval=None, evaluate_fn=_evaluate, network=revised,

@@ -25,7 +25,7 @@ from monai_unlearn.bundle.task import detect_task
 from monai_unlearn.core.datalist_values import normalize_label
 from monai_unlearn.distributed import distributed_sampler, init_distributed, is_distributed, rank_device
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
-from monai_unlearn.metrics.headline import forget_score
+from monai_unlearn.metrics.headline import forget_scorer
 from monai_unlearn.metrics.segmentation import evaluate_segmentation
 
 __all__ = ["UnlearningRequest"]
@@ -241,13 +241,8 @@ class UnlearningRequest:
 
     def forget_score(self, forget_loader: Any) -> Callable[[torch.nn.Module], float]:
         """``score(network)``: forget accuracy (or the forgotten classes' Dice) over ``forget_loader``, for stopping."""
-        num_classes, device, amp = self.num_classes, self.device, self.amp
-        if self.task == "segmentation":
-            classes, roi = self.forget_classes, self.roi_size
-            return lambda net: forget_score(evaluate_segmentation(net, forget_loader, None, None, num_classes, device,
-                                                                  amp=amp, forget_classes=classes, roi_size=roi))
-        return lambda net: evaluate_unlearning(net, forget_loader, None, None, num_classes, device, amp=amp)[
-            "forget"]["accuracy"]
+        return forget_scorer(self.task, forget_loader, self.num_classes, self.device, amp=self.amp,
+                             forget_classes=self.forget_classes, roi_size=self.roi_size)
 
     def calibrated_stop(self, forget_loader: Any, remain_loader: Any, val_loader: Any, reference: Any) -> Any:
         """The ``CalibratedStopHandler`` of ``unlearn_regime`` (``"auto"`` or a regime name), calibrated on the

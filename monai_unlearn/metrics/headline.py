@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from monai_unlearn.metrics.evaluation import summary_rows
-from monai_unlearn.metrics.segmentation import is_segmentation_evaluation, segmentation_summary_rows
+import torch
 
-__all__ = ["forget_score", "format_table", "headline_rows"]
+from monai_unlearn.core.batch import default_prepare_batch
+from monai_unlearn.metrics.evaluation import evaluate_unlearning, summary_rows
+from monai_unlearn.metrics.segmentation import (
+    evaluate_segmentation,
+    is_segmentation_evaluation,
+    segmentation_summary_rows,
+)
+
+__all__ = ["forget_score", "forget_scorer", "format_table", "headline_rows"]
 
 
 def headline_rows(evaluation: dict[str, Any]) -> dict[str, float | None]:
@@ -21,6 +29,21 @@ def forget_score(evaluation: dict[str, Any]) -> float | None:
     """The forget-set score a stopping rule compares: forget accuracy, or the forget Dice for segmentation."""
     rows = headline_rows(evaluation)
     return rows.get("forget_acc", rows.get("forget_dice"))
+
+
+def forget_scorer(
+    task: str, forget_loader: Iterable[Any], num_classes: int | None = None, device: torch.device | str | None = None,
+    prepare_batch: Callable = default_prepare_batch, amp: bool = False, forget_classes: Sequence[int] | None = None,
+    roi_size: Any = None,
+) -> Callable[[torch.nn.Module], float]:
+    """``score(network)`` for stopping rules: forget accuracy over ``forget_loader``, or for segmentation its forget
+    Dice (the forgotten classes' Dice when ``forget_classes`` is given)."""
+    if task == "segmentation":
+        return lambda net: forget_score(evaluate_segmentation(
+            net, forget_loader, None, None, num_classes, device, prepare_batch, amp, forget_classes=forget_classes,
+            roi_size=roi_size))
+    return lambda net: evaluate_unlearning(net, forget_loader, None, None, num_classes, device, prepare_batch, amp)[
+        "forget"]["accuracy"]
 
 
 def format_table(rows: dict[str, dict[str, float | None]]) -> str:
