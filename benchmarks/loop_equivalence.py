@@ -67,7 +67,8 @@ def api_cases() -> dict:
         config = kw.pop("config", psg)
         torch.manual_seed(0)
         revised, result = unlearn(d.original, d.forget_loader, d.remain_loader, config=config, **{"lr": 0.001, **kw},
-                                  test_loader=d.test_loader, retrained_model=d.retrained, num_classes=10, progress=False)
+                                  test_loader=d.test_loader, retrained_model=d.retrained, num_classes=10, progress=False,
+                                  regime="fixed")
         out[name] = {"weights": _sha(revised.state_dict()), "epochs": result.epochs, "history": _round(result.history),
                      "after": _headline(result.after), "retrained": _headline(result.retrained)}
     with tempfile.TemporaryDirectory() as folder:
@@ -79,10 +80,11 @@ def api_cases() -> dict:
     data = [(x[i:i + 2], y[i:i + 2]) for i in range(0, 4, 2)]
     config = PSGConfig(eps=0.3, phi=1.0, seed=0)
     revised, result = unlearn(net, data, data, config=config, epochs=2, task="segmentation", forget_classes=[2],
-                              progress=False)
+                              progress=False, regime="fixed")
     out["segmentation_class"] = {"weights": _sha(revised.state_dict()), "history": _round(result.history),
                                  "after": _headline(result.after)}
-    revised, result = unlearn(net, data[:1], data[1:], config=config, epochs=2, task="segmentation", progress=False)
+    revised, result = unlearn(net, data[:1], data[1:], config=config, epochs=2, task="segmentation", progress=False,
+                              regime="fixed")
     out["segmentation_cases"] = {"weights": _sha(revised.state_dict()), "after": _headline(result.after)}
     return out
 

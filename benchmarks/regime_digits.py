@@ -71,13 +71,13 @@ def run(seeds: int, passes: int, train_epochs: int) -> list[dict]:
             start = time.perf_counter()
             retrained = train(images[remain], labels[remain], seed, train_epochs)
             retrain_s = time.perf_counter() - start
-            for method, regime in (("fixed passes", None), ("regime auto", "auto")):
+            for method, regime in (("fixed passes", "fixed"), ("regime auto", "auto")):
                 torch.manual_seed(seed)
                 _, result = unlearn(
                     original, loader(forget, True), loader(remain, True),
                     config=PSGConfig(eps=0.3, value_range=(0.0, 1.0), phi=4.0, seed=seed), epochs=passes,
                     lr=0.001, test_loader=loader(test_idx), retrained_model=retrained, num_classes=10,
-                    progress=False, regime=regime, val_loader=loader(val_idx) if regime else None)
+                    progress=False, regime=regime, val_loader=loader(val_idx) if regime == "auto" else None)
                 rows.append({"seed": seed, "request": request, "method": method, "passes": result.epochs,
                              "time_s": result.time_s, "retrain_s": retrain_s, **result.retrain_gap,
                              "after": {k: result.after[k]["accuracy"] for k in ("forget", "remain", "test")},

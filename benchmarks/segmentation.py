@@ -150,7 +150,8 @@ def main() -> None:
         rows["finetune"] = segmentation_summary_rows(evaluate(finetuned))
         config = PSGConfig(eps=0.3, eps_mode="relative", phi=1.0, seed=args.seed)
         psg, result = unlearn(original, forget, remain, config=config, epochs=psg_epochs, lr=0.01,
-                              task="segmentation", forget_classes=classes, evaluate=False, progress=False)
+                              task="segmentation", forget_classes=classes, evaluate=False, progress=False,
+                              regime="fixed")
         times["psg"] = result.time_s
         rows["psg"] = segmentation_summary_rows(evaluate(psg))
         table = format_table(rows)

@@ -18,6 +18,7 @@ from monai_unlearn.core.batch import default_prepare_batch
 from monai_unlearn.core.boundary_search import frozen_reference
 from monai_unlearn.core.checks import IGNORE_INDEX, class_mask, validate_first_batch
 from monai_unlearn.core.config import PSGConfig, method_name
+from monai_unlearn.core.regime import resolve_regime
 from monai_unlearn.distributed import is_distributed
 from monai_unlearn.engines.unlearning_trainer import UnlearningTrainer
 from monai_unlearn.handlers.calibrated_stop_handler import regime_stop_handler
@@ -81,7 +82,7 @@ def unlearn(
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 1,
     resume: bool = False,
-    regime: str | None = None,
+    regime: str | None = "auto",
     val_loader: Iterable[Any] | None = None,
     check_every: int | None = None,
     rewind: bool = True,
@@ -149,14 +150,16 @@ def unlearn(
         resume: continue from the checkpoint in ``checkpoint_dir`` (if there is one) to the same result as an
             uninterrupted run. Each pass starts a fresh pass over the remain loader, so a pass boundary is a
             complete resume point; random MONAI transforms keep their own generators, which are not restored.
-        regime: ``None`` runs ``epochs`` passes (today's default). ``"auto"`` decides the regime from the data
-            (``monai_unlearn.core.regime``: a withdrawn class, partial forgetting, a segmentation class or cases),
-            or name one of ``REGIMES``; the run then stops at the regime's target, checked every ``check_every``
-            iterations (default: every pass), with ``epochs`` as the budget: the class no longer given to the
-            forget items, or (partial) the original's accuracy on held-out items of the same labels
-            (``metrics.calibration``), and with ``rewind`` returns to the best state whose held-out accuracy on
-            the kept labels did not fall (``CalibratedStopHandler``). The decision and the target are in
-            ``result.stopping``.
+        regime: ``"auto"`` (the default) decides the regime from the data (``monai_unlearn.core.regime``: a
+            withdrawn class, partial forgetting, a segmentation class or cases); or name one of ``REGIMES``. The
+            run stops at the regime's target, checked every ``check_every`` iterations (default: every pass), with
+            ``epochs`` as the budget: the class no longer given to the forget items, or (partial) the original's
+            accuracy on held-out items of the same labels (``metrics.calibration``), and with ``rewind`` returns
+            to the best state whose held-out accuracy on the kept labels did not fall (``CalibratedStopHandler``).
+            The decision and the target are in ``result.stopping``. ``"fixed"`` (or ``None``) runs ``epochs``
+            passes, the behaviour before the calibrated stop. ``"auto"`` gives way to an explicit
+            ``stop_at_forget_accuracy``, and to fixed passes for classification without a remain loader (the
+            regime is decided from the kept items' labels).
         val_loader: held-out data for the calibration (e.g. a bundle's validation split); without it partial
             forgetting calibrates on the remain loader, which the original was trained on (a warning says so: the
             target is then optimistic).
@@ -189,8 +192,7 @@ def unlearn(
         raise ValueError("an optimizer is bound to the model's parameters: pass inplace=True with it.")
     if resume and checkpoint_dir is None:
         raise ValueError("resume needs the checkpoint_dir of the interrupted run.")
-    if regime is not None and stop_at_forget_accuracy is not None:
-        raise ValueError("give a regime or stop_at_forget_accuracy, not both: a regime sets its own target.")
+    regime = resolve_regime(regime, stop_at_forget_accuracy, task, remain_loader is not None)
     checkpointer = (UnlearningCheckpointHandler(checkpoint_dir, checkpoint_every, resume)
                     if checkpoint_dir is not None else None)
     if hasattr(forget_loader, "__len__") and len(forget_loader) == 0:  # type: ignore[arg-type]

@@ -112,7 +112,9 @@ def run_method(
     """Run any registered unlearning method on a copy of ``model`` and return it with the same record as ``unlearn``.
 
     PSG and Boundary Shrink go through ``monai_unlearn.runner.unlearn`` (their keyword arguments are
-    ``PSGConfig`` fields, or ``config=``; ``momentum``, ``amp`` and ``stop_at_forget_accuracy`` are passed on).
+    ``PSGConfig`` fields, or ``config=``; ``momentum``, ``amp``, ``stop_at_forget_accuracy``, ``regime`` and
+    ``val_loader`` are passed on). Unlike ``unlearn``, they run ``epochs`` fixed passes unless ``regime`` is given
+    (``regime="auto"`` for the package default), so that every method of a comparison runs what it is given.
     The others run their implementation in this package on a deep copy, timed alone; evaluation before and
     after (forget / remain / test accuracy, loss-based MIA of forget vs test) and the gap to ``retrained_model``
     are computed as ``unlearn`` does, so every row of a comparison is measured the same way.
@@ -152,6 +154,11 @@ def run_method(
         raise ValueError(f"{spec.name} needs a remain_loader.")
     if spec.fn is None:
         config = _psg_config(key, kwargs)
+        # a method of the comparison runs the passes it is given, as every other method does; Boundary Shrink is
+        # always the paper's fixed passes
+        if key == "boundary_shrink" and kwargs.get("regime", "fixed") not in (None, "fixed"):
+            raise ValueError("Boundary Shrink runs fixed passes; use method 'psg' for a regime.")
+        kwargs.setdefault("regime", "fixed")
         revised, result = unlearn(
             model, forget_loader, remain_loader, config=config, epochs=epochs, lr=lr, device=device,
             prepare_batch=prepare_batch, num_classes=num_classes, test_loader=test_loader,

@@ -12,13 +12,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["REGIMES", "RegimeDecision", "decide_regime"]
+__all__ = ["REGIMES", "FIXED", "RegimeDecision", "decide_regime", "resolve_regime"]
 
 REGIMES = ("class", "partial", "segmentation_class", "segmentation_cases")
+#: the name of "no regime": a fixed number of passes
+FIXED = "fixed"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,3 +103,30 @@ def decide_regime(
             raise ValueError(f"regime {requested!r} is for segmentation; this bundle is a classifier.")
         return RegimeDecision(requested, f"set by the user (the data says: {reason})", withdrawn, shared, True)
     return RegimeDecision(decided, reason, withdrawn, shared)
+
+
+def resolve_regime(
+    regime: str | None, stop_at_forget_accuracy: float | None = None, task: str = "classification",
+    has_remain: bool = True,
+) -> str | None:
+    """The regime a run uses: ``None`` for fixed passes, else ``"auto"`` or one of ``REGIMES``.
+
+    ``"auto"`` (the default of ``unlearn`` and the bundle) gives way to a forget-accuracy target the user set, and
+    to fixed passes for a classifier without remain data (the kept items' labels decide the regime). ``"fixed"``
+    and ``None`` mean fixed passes.
+
+    Raises:
+        ValueError: for an unknown regime, or a named regime together with ``stop_at_forget_accuracy``.
+    """
+    if regime is None or regime == FIXED:
+        return None
+    if regime != "auto" and regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; choose 'auto', {FIXED!r} or one of {REGIMES}.")
+    if stop_at_forget_accuracy is not None:
+        if regime != "auto":
+            raise ValueError("give a regime or stop_at_forget_accuracy, not both: a regime sets its own target.")
+        return None
+    if regime == "auto" and task == "classification" and not has_remain:
+        logger.info("regime: no remain data to decide the regime from; running a fixed number of passes.")
+        return None
+    return regime
