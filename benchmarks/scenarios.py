@@ -3,6 +3,7 @@
     python benchmarks/scenarios.py                       # every scenario, seeds 0 1 2
     python benchmarks/scenarios.py --scenarios fmnist_class0,slices_lung2 --seeds 0
     python benchmarks/scenarios.py --quick               # CI smoke run (tiny data, one seed, seconds)
+    python benchmarks/scenarios.py --merge a.json b.json # one report of runs made side by side
 
 Scenarios (``SCENARIOS``): FashionMNIST class 0 withdrawn, a random 10 % of class 0, a random 10 % of every class;
 the real-volume slices with the ``pyradiomics_lung2`` scanner retired (its class is still served by
@@ -13,8 +14,8 @@ voxel by voxel and with ``scanner_b``'s cases withdrawn.
 Per scenario and seed: a new split, a new original model and a new model retrained without the forget set (used
 only to score: no method sees it). Every method starts from the same original on the same seeded loaders:
 classification runs every method of ``monai_unlearn.baselines.METHODS``; segmentation runs Retrain, Fine-tune and
-the PSG rows (the other baselines are classification methods). "PSG (fixed 10 passes)" is ``unlearn(model,
-forget, remain, regime="fixed")``, the package default before the calibrated stop; "PSG (default)" is
+the PSG rows (the other baselines are classification methods). "PSG (fixed 10 passes)" is the package default before the
+calibrated stop: ``unlearn(model, forget, remain, config=PSGConfig(), regime="fixed", epochs=10)``; "PSG (default)" is
 ``unlearn(model, forget, remain, val_loader=val)``: the shipped default, which decides the regime and calibrates its
 stop on the validation split (held-out data the original never trained on and that no score uses).
 
@@ -45,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_CACHE, RESULTS, cached_model, loader, machine, sample, subset_indices  # noqa: E402
 from allcnn import allcnn  # noqa: E402
 
-from monai_unlearn import unlearn  # noqa: E402
+from monai_unlearn import PSGConfig, unlearn  # noqa: E402
 from monai_unlearn.apps.fashion_mnist import fashion_mnist_dataset  # noqa: E402
 from monai_unlearn.baselines import METHODS, run_method  # noqa: E402
 from monai_unlearn.metrics import evaluate_unlearning, summary_rows  # noqa: E402
@@ -96,6 +97,9 @@ def parse(argv=None):
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "scenarios")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--tag", default=None, help="name of the output files (default scenarios[_quick])")
+    p.add_argument("--merge", nargs="+", type=Path, default=None,
+                   help="write the report of the runs in these JSON records (e.g. two halves run side by side) "
+                        "instead of running anything")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s != ""]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
@@ -294,8 +298,8 @@ def run_one(name: str, original, data: dict[str, Any], seed: int, seg: bool, qui
     start = time.perf_counter()
     facts: dict[str, Any] = {}
     if name == "psg_fixed":
-        model, result = unlearn(original, forget, remain, regime="fixed", epochs=1 if quick else 10, evaluate=False,
-                                progress=False, **task)
+        model, result = unlearn(original, forget, remain, config=PSGConfig(), regime="fixed", epochs=1 if quick else 10,
+                                evaluate=False, progress=False, **task)
     elif name == "psg_default":
         model, result = unlearn(original, forget, remain, val_loader=loader(data["val"], 256, False),
                                 evaluate=False, progress=False, **task)
@@ -415,13 +419,21 @@ def main(argv=None) -> dict[str, Any]:
                else [*BASELINES, "psg_fixed", "psg_default"])
     info = machine()
     start = time.perf_counter()
-    runs = [run_scenario(args, scenario, seed, methods) for scenario in args.scenarios for seed in args.seeds]
+    if args.merge:
+        parts = [json.loads(path.read_text()) for path in args.merge]
+        runs = [run for part in parts for run in part["runs"]]
+        order = {name: i for i, name in enumerate(SCENARIOS)}
+        runs.sort(key=lambda r: (order[r["scenario"]], r["seed"]))
+        info = {"merged": [{"file": str(path), "command": part["command"], "machine": part["machine"],
+                            "wall_time_s": part["wall_time_s"]} for path, part in zip(args.merge, parts)]}
+    else:
+        runs = [run_scenario(args, scenario, seed, methods) for scenario in args.scenarios for seed in args.seeds]
     summary = summarise(runs)
     tag = args.tag or ("scenarios_quick" if args.quick else "scenarios")
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(summary, runs)
     record = {"command": " ".join(["python", *sys.argv]), "machine": info, "wall_time_s": time.perf_counter() - start,
-              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "settings": json.loads(json.dumps(vars(args), default=str)),
               "baselines": {k: [e, lr, {a: (list(b) if isinstance(b, tuple) else b) for a, b in kw.items()}]
                             for k, (e, lr, kw) in BASELINES.items()},
               "runs": runs, "summary": summary}

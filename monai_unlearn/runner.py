@@ -17,7 +17,7 @@ from monai.utils import optional_import
 from monai_unlearn.core.batch import default_prepare_batch
 from monai_unlearn.core.boundary_search import frozen_reference
 from monai_unlearn.core.checks import IGNORE_INDEX, class_mask, validate_first_batch
-from monai_unlearn.core.config import PSGConfig, method_name
+from monai_unlearn.core.config import DEFAULT_EPOCHS, DEFAULT_LR, PSGConfig, method_name
 from monai_unlearn.core.regime import resolve_regime
 from monai_unlearn.distributed import is_distributed
 from monai_unlearn.engines.unlearning_trainer import UnlearningTrainer
@@ -59,9 +59,9 @@ def unlearn(
     forget_loader: Iterable[Any],
     remain_loader: Iterable[Any] | None = None,
     config: PSGConfig | None = None,
-    epochs: int = 10,
+    epochs: int = DEFAULT_EPOCHS,
     optimizer: torch.optim.Optimizer | None = None,
-    lr: float = 1e-3,
+    lr: float = DEFAULT_LR,
     momentum: float = 0.9,
     device: torch.device | str | None = None,
     amp: bool = False,
@@ -102,8 +102,9 @@ def unlearn(
         model: the trained network. Left untouched unless ``inplace``.
         forget_loader: batches of the data to forget.
         remain_loader: batches of the data to keep (needed when ``config.phi > 0``; used for evaluation).
-        config: PSG parameters; ``PSGConfig()`` when ``None``.
-        epochs: passes over the forget set.
+        config: PSG parameters; ``PSGConfig.package_default()`` (the bundle's defaults too) when ``None``.
+        epochs: passes over the forget set: the budget of a regime's calibrated stop, or the fixed number of
+            passes with ``regime="fixed"``.
         optimizer: an optimizer over the revised model's parameters; only usable with ``inplace=True``.
             ``None`` builds SGD with ``lr`` and ``momentum``.
         lr: learning rate of the default optimizer.
@@ -175,7 +176,7 @@ def unlearn(
             for segmentation, a label map whose shape does not match its image, or a ``forget_classes`` entry
             the network does not output.
     """
-    config = config if config is not None else PSGConfig()
+    config = config if config is not None else PSGConfig.package_default()
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}.")
     if forget_classes is not None:
@@ -232,6 +233,9 @@ def unlearn(
     stopping: dict[str, Any] | None = None
     calibrated = None
     if regime is not None:  # before the metrics handler: its rewind at the end comes before the final evaluation
+        if task == "segmentation":  # the calibration scores the forget set: label maps that do not fit fail first
+            image, label = prepare_batch(next(iter(forget_loader)), device, False)[:2]
+            validate_first_batch(reference, image, label, "forget", forget_classes)
         calibrated, stopping = regime_stop_handler(
             regime, reference, revised, forget_loader, remain_loader, val_loader, task, forget_classes, device,
             _forget_score, check_every, rewind, prepare_batch=prepare_batch, amp=amp, num_classes=num_classes,
@@ -243,7 +247,7 @@ def unlearn(
         handlers += [ForgetScoreHandler(_forget_score, network=revised),
                      ForgetTargetStopper(stop_at_forget_accuracy, metric_name="forget_accuracy")]
     if checkpointer is not None:
-        checkpointer.history, checkpointer.network = history, revised
+        checkpointer.history, checkpointer.network, checkpointer.stop_handler = history, revised, calibrated
         handlers.append(checkpointer)
     trainer = UnlearningTrainer(
         device=device, max_epochs=epochs, forget_data_loader=forget_loader, network=trained, optimizer=optimizer,

@@ -120,3 +120,38 @@ class TestDeviceForgettingQuick(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestScenariosQuick(unittest.TestCase):
+    def test_every_scenario_and_method_scored_against_retraining(self):
+        """The scenario benchmark in quick mode: 8 scenarios, every registry method on the classification ones, the
+        regime the default chose, and a gap of 0 for the retrained model itself (needs the offline data sets)."""
+        from monai_unlearn.baselines import METHODS
+
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "scenarios.py"), "--quick", "--out", tmp,
+                   "--cache", str(Path(tmp) / "cache"), "--threads", "1"]
+            proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+            data = json.loads((Path(tmp) / "scenarios_quick.json").read_text())
+            self.assertTrue((Path(tmp) / "scenarios_quick.png").stat().st_size > 0)
+            self.assertIn("### FashionMNIST: class 0 withdrawn", (Path(tmp) / "scenarios_quick.md").read_text())
+        runs = {r["scenario"]: r for r in data["runs"]}
+        self.assertEqual(len(runs), 8)
+        # the registry's "psg" is run twice: the previous fixed-pass default and the shipped default
+        classifiers = (set(METHODS) - {"psg"}) | {"original", "psg_fixed", "psg_default"}
+        expected_regime = {"fmnist_class0": "class", "fmnist_class0_10pct": "partial", "fmnist_all_10pct": "partial",
+                           "slices_lung2": "partial", "slices_cranium": "class", "brain_mni152": "partial",
+                           "seg_white_matter": "segmentation_class", "seg_scanner_b": "segmentation_cases"}
+        for name, run in runs.items():
+            rows = run["rows"]
+            want = classifiers if not name.startswith("seg") else {"original", "retrain", "finetune", "psg_fixed",
+                                                                     "psg_default"}
+            self.assertEqual(set(rows), want, name)
+            self.assertEqual(rows["retrain"]["gap"], 0.0)
+            self.assertEqual(rows["psg_default"]["regime"], expected_regime[name], name)
+            for row in rows.values():
+                self.assertGreaterEqual(row["gap"], 0.0)
+                self.assertGreater(row["time_frac"], 0.0)
+        self.assertEqual(set(data["summary"]), set(runs))

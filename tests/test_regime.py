@@ -189,10 +189,32 @@ class TestRegimeInUnlearn(unittest.TestCase):
         self.assertEqual(result.stopping["regime"]["regime"], "partial")
         self.assertTrue(any("optimistic" in note for note in result.stopping["calibration"]["notes"]))
 
-    def test_regime_and_a_manual_target_exclude_each_other(self):
+    def test_a_manual_target_overrides_the_default_regime_but_not_a_named_one(self):
         forget, remain, _ = self.loaders(self.y[:72] == 2)
         with self.assertRaisesRegex(ValueError, "regime or stop_at_forget_accuracy"):
-            unlearn(self.net, forget, remain, regime="auto", stop_at_forget_accuracy=0.1, progress=False)
+            unlearn(self.net, forget, remain, regime="class", stop_at_forget_accuracy=0.1, progress=False)
+        _, result = unlearn(self.net, forget, remain, stop_at_forget_accuracy=1.0, evaluate=False, progress=False)
+        self.assertIsNone(result.stopping)  # the user's target, not a regime, stopped the run
+        self.assertEqual(result.epochs, 1)
+
+    def test_default_is_auto_and_fixed_runs_every_pass(self):
+        forget, remain, held_out = self.loaders(self.y[:72] == 2)
+        _, auto = unlearn(self.net, forget, remain, val_loader=held_out, epochs=4, evaluate=False, progress=False)
+        self.assertEqual(auto.stopping["regime"]["regime"], "class")
+        _, fixed = unlearn(self.net, forget, remain, regime="fixed", epochs=4, evaluate=False, progress=False)
+        self.assertIsNone(fixed.stopping)
+        self.assertEqual(fixed.epochs, 4)
+        with self.assertRaisesRegex(ValueError, "unknown regime 'sometimes'"):
+            unlearn(self.net, forget, remain, regime="sometimes", progress=False)
+
+    def test_no_remain_data_falls_back_to_fixed_passes(self):
+        forget, _, _ = self.loaders(self.y[:72] == 2)
+        with self.assertLogs("monai_unlearn.core.regime", level="INFO") as logs:
+            _, result = unlearn(self.net, forget, None, config=PSGConfig(eps=1.0, phi=0.0), epochs=2, evaluate=False,
+                                progress=False)
+        self.assertIn("fixed number of passes", logs.output[0])
+        self.assertIsNone(result.stopping)
+        self.assertEqual(result.epochs, 2)
 
 
 class TestBundleRegime(unittest.TestCase):
@@ -219,14 +241,15 @@ class TestBundleRegime(unittest.TestCase):
         self.assertIn(stopping["stopped"], ("target", "budget"))
         self.assertEqual(summary["record"]["epochs"], len(summary["record"]["history"]))
 
-    def test_regime_and_a_manual_target_exclude_each_other(self):
+    def test_a_named_regime_and_a_manual_target_exclude_each_other(self):
         with self.assertRaisesRegex(ValueError, "unlearn_regime or unlearn_stop_at_forget_accuracy"):
             unlearn_from_parser(overlay_parser(self.zoo, forget="label=2", output_dir=os.path.join(self.tmp, "both"),
-                                               unlearn_regime="auto", unlearn_stop_at_forget_accuracy=0.1))
+                                               unlearn_regime="partial", unlearn_stop_at_forget_accuracy=0.1))
 
     def test_withdrawn_class_regime(self):
+        # no unlearn_regime given: the bundle's default is "auto", as in Python
         summary = unlearn_from_parser(overlay_parser(self.zoo, forget="label=2", output_dir=os.path.join(
-            self.tmp, "out_class"), unlearn_regime="auto", unlearn_epochs=15))
+            self.tmp, "out_class"), unlearn_epochs=15))
         record = summary["record"]
         self.assertEqual(record["stopping"]["regime"]["regime"], "class")
         self.assertEqual(record["stopping"]["calibration"]["target"], 0.0)
@@ -238,6 +261,32 @@ class TestBundleRegime(unittest.TestCase):
         self.assertEqual(audit["parameters"]["regime"]["decision"]["regime"], "class")
         markdown = open(os.path.join(self.tmp, "out_class", "unlearning", "report.md")).read()
         self.assertIn("**Regime:** class (no kept item has label(s) [2]", markdown)
+
+    def test_fixed_regime_runs_every_pass(self):
+        summary = unlearn_from_parser(overlay_parser(self.zoo, forget="label=2", output_dir=os.path.join(
+            self.tmp, "out_fixed"), unlearn_regime="fixed", unlearn_epochs=3))
+        self.assertIsNone(summary["record"]["stopping"])
+        self.assertEqual(summary["record"]["epochs"], 3)
+
+
+
+class TestDefaults(unittest.TestCase):
+    def test_python_and_bundle_share_the_default_parameters(self):
+        from monai_unlearn.bundle.settings import DEFAULT_SETTINGS, psg_config
+        from monai_unlearn.core.config import DEFAULT_EPOCHS, DEFAULT_LR, PACKAGE_DEFAULT_PARAMS
+
+        self.assertEqual(psg_config(), PSGConfig.package_default())
+        self.assertEqual(DEFAULT_SETTINGS["unlearn_params"], PACKAGE_DEFAULT_PARAMS)
+        self.assertEqual((DEFAULT_SETTINGS["unlearn_epochs"], DEFAULT_SETTINGS["unlearn_lr"]), (DEFAULT_EPOCHS, DEFAULT_LR))
+        self.assertEqual(DEFAULT_SETTINGS["unlearn_regime"], "auto")
+
+    def test_long_passes_are_checked_several_times(self):
+        from monai_unlearn.handlers.calibrated_stop_handler import default_check_interval
+
+        self.assertIsNone(default_check_interval(list(range(16))))  # once a pass
+        self.assertEqual(default_check_interval(list(range(17))), 5)  # four checks a pass, the last at its end
+        self.assertEqual(default_check_interval(list(range(40))), 10)
+        self.assertIsNone(default_check_interval(iter(range(100))))  # no length: once a pass
 
 
 if __name__ == "__main__":

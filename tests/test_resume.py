@@ -34,11 +34,11 @@ def loaders(seed: int = 0):
     return forget, remain
 
 
-def run(checkpoint_dir=None, resume=False, model=None):
+def run(checkpoint_dir=None, resume=False, model=None, regime="fixed", epochs=4):
     forget, remain = loaders()
     torch.manual_seed(123)
-    return unlearn(model or tiny_classifier(), forget, remain, config=CONFIG, epochs=4, lr=0.05, evaluate=False,
-                   progress=False, checkpoint_dir=checkpoint_dir, resume=resume)
+    return unlearn(model or tiny_classifier(), forget, remain, config=CONFIG, epochs=epochs, lr=0.05, evaluate=False,
+                   progress=False, checkpoint_dir=checkpoint_dir, resume=resume, regime=regime)
 
 
 class TestResume(unittest.TestCase):
@@ -68,6 +68,40 @@ class TestResume(unittest.TestCase):
             self.assertTrue(torch.equal(value, resumed.state_dict()[name]), name)
         self.assertEqual(result.iterations, expected_result.iterations)
         self.assertEqual([h["loss"] for h in result.history], [h["loss"] for h in expected_result.history])
+
+    def test_calibrated_stop_resumes_with_its_best_state_and_checks(self):
+        # the default stop keeps the best state and every check: a resumed run must end where an uninterrupted one
+        # does, with the same checks, stop and rewind (a regime set by hand, so that the run lasts several passes)
+        expected, expected_result = run(regime="class", epochs=6)
+        self.assertGreaterEqual(expected_result.epochs, 3)
+        with tempfile.TemporaryDirectory() as folder:
+            calls = {"n": 0}
+            save = DiskSaver.__call__
+
+            def save_then_die(saver, *args, **kwargs):
+                save(saver, *args, **kwargs)
+                calls["n"] += 1
+                if calls["n"] == 2:
+                    raise Killed()
+
+            with mock.patch.object(DiskSaver, "__call__", save_then_die):
+                with self.assertRaises(Killed):
+                    run(folder, regime="class", epochs=6)
+            torch.manual_seed(999)
+            resumed, result = run(folder, resume=True, regime="class", epochs=6)
+        for name, value in expected.state_dict().items():
+            self.assertTrue(torch.equal(value, resumed.state_dict()[name]), name)
+        for key in ("checks", "stopped", "best_iteration", "rewound", "reached_at"):
+            self.assertEqual(result.stopping[key], expected_result.stopping[key], key)
+
+    def test_a_run_stopped_at_its_target_stays_stopped_on_resume(self):
+        with tempfile.TemporaryDirectory() as folder:
+            first, result = run(folder, regime="auto", epochs=6)  # the default: stops after its first pass here
+            self.assertEqual((result.stopping["stopped"], result.epochs), ("target", 1))
+            again, second = run(folder, resume=True, regime="auto", epochs=6)
+        self.assertEqual(second.epochs, result.epochs)
+        for name, value in first.state_dict().items():
+            self.assertTrue(torch.equal(value, again.state_dict()[name]), name)
 
     def test_process_killed_with_sigkill_resumes(self):
         # a real kill: the child process SIGKILLs itself right after its second checkpoint (no cleanup runs)

@@ -82,8 +82,14 @@ class TestUnlearnDigits(DigitsCase):
         self.assertLess(after["test"]["per_class"][FORGET_CLASS], 0.2)
         self.assertLess(result.retrain_gap["remain_acc"], 0.05)
         self.assertEqual(result.method, "PSG")
-        self.assertEqual(result.iterations, 30 * len(self.forget_loader))
-        self.assertEqual(len(result.history), 30)
+        # the default decides the regime (the class is withdrawn: no kept image has its label) and stops once the
+        # class is gone and held-out accuracy no longer improves, well inside the 30-pass budget
+        self.assertEqual(result.stopping["regime"]["regime"], "class")
+        self.assertEqual(result.stopping["calibration"]["target"], 0.0)
+        self.assertLess(result.epochs, 30)
+        self.assertIsNotNone(result.stopping["reached_at"])
+        self.assertEqual(result.iterations, result.epochs * len(self.forget_loader))
+        self.assertEqual(len(result.history), result.epochs)
         self.assertGreater(result.time_s, 0.0)
         self.assertIsNotNone(after["mia"])
         # the original model is left untouched
@@ -110,7 +116,8 @@ class TestUnlearnDigits(DigitsCase):
             torch.manual_seed(5)
             forget = DataLoader(self.forget_loader.dataset, 32, shuffle=True, generator=torch.Generator().manual_seed(2))
             remain = DataLoader(self.remain_loader.dataset, 32, shuffle=True, generator=torch.Generator().manual_seed(2))
-            revised, _ = unlearn(self.original, forget, remain, config=config, epochs=2, evaluate=False, progress=False)
+            revised, _ = unlearn(self.original, forget, remain, config=config, epochs=2, evaluate=False, progress=False,
+                                 regime="fixed")
             states.append(revised.state_dict())
         for name in states[0]:
             self.assertTrue(torch.equal(states[0][name], states[1][name]))
@@ -123,7 +130,7 @@ class TestUnlearnDigits(DigitsCase):
             forget = DataLoader(self.forget_loader.dataset, 32, shuffle=True, generator=torch.Generator().manual_seed(2))
             remain = DataLoader(self.remain_loader.dataset, 32, shuffle=True, generator=torch.Generator().manual_seed(2))
             revised, _ = unlearn(self.original, forget, remain, config=config, epochs=2, evaluate=False, progress=False,
-                                 channels_last=channels_last)
+                                 channels_last=channels_last, regime="fixed")
             states.append(revised.state_dict())
         conv = next(n for n, v in states[1].items() if v.ndim == 4)
         self.assertTrue(states[1][conv].is_contiguous(memory_format=torch.channels_last))

@@ -23,6 +23,7 @@ from monai_unlearn.bundle.parser import calling_config_parser
 from monai_unlearn.bundle.settings import selector_text, setting
 from monai_unlearn.bundle.task import detect_task
 from monai_unlearn.core.datalist_values import normalize_label
+from monai_unlearn.core.regime import resolve_regime
 from monai_unlearn.distributed import distributed_sampler, init_distributed, is_distributed, rank_device
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
 from monai_unlearn.metrics.headline import forget_scorer
@@ -245,16 +246,19 @@ class UnlearningRequest:
                              forget_classes=self.forget_classes, roi_size=self.roi_size)
 
     def calibrated_stop(self, forget_loader: Any, remain_loader: Any, val_loader: Any, reference: Any) -> Any:
-        """The ``CalibratedStopHandler`` of ``unlearn_regime`` (``"auto"`` or a regime name), calibrated on the
-        wrapped bundle's validation data with the frozen original ``reference``; ``None`` (a fixed number of
-        passes) when the setting is empty. The items' classes come from the datalist, without a pass over the data."""
-        regime = setting(self.parser, "unlearn_regime")
-        if not regime:
+        """The ``CalibratedStopHandler`` of ``unlearn_regime`` (``"auto"``, the default, or a regime name), calibrated
+        on the wrapped bundle's validation data with the frozen original ``reference``; ``None`` (a fixed number of
+        passes) for ``"fixed"``, or when ``unlearn_stop_at_forget_accuracy`` sets a target and the regime is
+        ``"auto"``. The items' classes come from the datalist, without a pass over the data."""
+        try:
+            regime = resolve_regime(setting(self.parser, "unlearn_regime") or None,
+                                    setting(self.parser, "unlearn_stop_at_forget_accuracy"), self.task)
+        except ValueError as error:  # name the bundle settings, not the Python arguments
+            raise ValueError(str(error).replace("a regime or stop_at_forget_accuracy",
+                                                "unlearn_regime or unlearn_stop_at_forget_accuracy")) from None
+        if regime is None:
             self.stopping = None
             return None
-        if setting(self.parser, "unlearn_stop_at_forget_accuracy") is not None:
-            raise ValueError("give unlearn_regime or unlearn_stop_at_forget_accuracy, not both: a regime sets its own "
-                             "target.")
         from monai_unlearn.handlers.calibrated_stop_handler import regime_stop_handler
 
         every = setting(self.parser, "unlearn_check_every")

@@ -8,11 +8,18 @@ from typing import Any, Sequence
 from monai_unlearn.core.noise import NOISE_TYPES
 from monai_unlearn.core.schedules import LAMBDA_SCHEDULES, STEP_SCHEDULES
 
-__all__ = ["PSGConfig", "TARGET_TYPES", "REMAIN_LOSSES", "EPS_MODES", "method_name"]
+__all__ = ["PSGConfig", "TARGET_TYPES", "REMAIN_LOSSES", "EPS_MODES", "PACKAGE_DEFAULT_PARAMS", "DEFAULT_EPOCHS",
+           "DEFAULT_LR", "method_name"]
 
 TARGET_TYPES = ("hard", "soft", "topk")
 REMAIN_LOSSES = ("ce", "distill")
 EPS_MODES = ("absolute", "relative")
+#: the PSG parameters of ``unlearn()`` and of the bundle overlay's ``unlearn_params`` when none are given
+PACKAGE_DEFAULT_PARAMS: dict[str, Any] = {"eps": 0.2, "eps_mode": "relative", "num_steps": 1, "gamma": 0.0,
+                                          "lam": 0.0, "phi": 4.0, "target": "hard", "remain_loss": "ce", "seed": 0}
+#: the pass budget (the calibrated stop usually ends sooner) and learning rate of ``unlearn()`` and the bundle
+DEFAULT_EPOCHS = 15
+DEFAULT_LR = 1e-3
 
 
 @dataclass
@@ -122,6 +129,13 @@ class PSGConfig:
     def first_step_size(self) -> float:
         """The first inner step's size in ``eps`` units (``eps`` when ``step_size`` is ``None``)."""
         return self.eps if self.step_size is None else self.step_size
+
+    @classmethod
+    def package_default(cls, **kwargs: Any) -> PSGConfig:
+        """The parameters ``unlearn()`` and the bundle use when none are given: a search radius of a fifth of each
+        batch's intensity range (so it fits CT numbers and [0, 1] images alike), one step, and the remain term at
+        weight 4, which keeps retention while the calibrated stop decides how far to go."""
+        return cls(**{**PACKAGE_DEFAULT_PARAMS, **kwargs})
 
     @classmethod
     def boundary_shrink(cls, eps: float = 0.1, **kwargs: Any) -> PSGConfig:

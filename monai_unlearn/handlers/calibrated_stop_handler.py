@@ -23,7 +23,7 @@ else:
         "ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine", as_type="decorator"
     )
 
-__all__ = ["CalibratedStopHandler", "regime_stop_handler"]
+__all__ = ["CalibratedStopHandler", "regime_stop_handler", "default_check_interval"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class CalibratedStopHandler:
         self._best: tuple[tuple[float, float], int, dict[str, torch.Tensor]] | None = None
         self._guard0: float | None = None
         self._last_checked = -1
+        self._engine: Any = None
 
     def attach(self, engine: Engine) -> None:
         """Register the checks on ``engine``; attaching twice to one engine is a no-op."""
@@ -115,6 +116,7 @@ class CalibratedStopHandler:
             self.logger = engine.logger
         if engine.has_event_handler(self._started, Events.STARTED):
             return
+        self._engine = engine
         engine.add_event_handler(Events.STARTED, self._started)
         event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
         engine.add_event_handler(event(every=self.interval), self)
@@ -132,6 +134,19 @@ class CalibratedStopHandler:
                        "original_guard": self._guard0, "checks": [], "stopped": "budget", "best_iteration": 0,
                        "reached_at": None, "rewound": False}
         self._stalls = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs (``UnlearningCheckpointHandler`` saves it): the best state, the original's
+        guard, the checks so far and whether the run had stopped."""
+        return {"best": self._best, "guard0": self._guard0, "record": self.record, "stalls": self._stalls,
+                "last_checked": self._last_checked}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``'s state; a run that had stopped at its target ends again at once."""
+        self._best, self._guard0 = state["best"], state["guard0"]
+        self.record, self._stalls, self._last_checked = state["record"], state["stalls"], state["last_checked"]
+        if self.record.get("terminated") and self._engine is not None:
+            self._engine.terminate()
 
     @staticmethod
     def _snapshot(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -172,6 +187,7 @@ class CalibratedStopHandler:
             if self._stalls >= self.patience:
                 logger.info(f"CalibratedStopHandler: no better state for {self.patience} check(s) after the target; "
                             "stopping.")
+                self.record["terminated"] = True
                 engine.terminate()
         elif reached:
             self.record["stopped"] = "target"
@@ -181,6 +197,7 @@ class CalibratedStopHandler:
                             "the guard improves.")
                 return
             logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; stopping.")
+            self.record["terminated"] = True
             engine.terminate()
 
     def _completed(self, engine: Engine) -> None:
@@ -225,7 +242,8 @@ def regime_stop_handler(
         forget_classes: segmentation classes forgotten voxel by voxel.
         device: where to evaluate.
         forget_score_fn: ``callable(network) -> float``, the forget score the target is compared with.
-        check_every: check every this many iterations; ``None``: every pass.
+        check_every: check every this many iterations; ``None``: every pass, or several times a pass for a long
+            one (``default_check_interval``).
         rewind: return to the best state at the end.
         prepare_batch, amp, num_classes, roi_size: as for the evaluation.
         patience: withdrawn classes: checks to go on after the target while held-out accuracy improves.
@@ -281,7 +299,24 @@ def regime_stop_handler(
     logger.info("regime: %s (%s); forget target %.4f", decision.regime, decision.reason, calibration["target"])
     # a withdrawn class must be forgotten (its target is a bound); partial forgetting matches a level
     mode = "reach" if decision.regime in ("class", "segmentation_class") else "closest"
+    check_every = check_every or default_check_interval(forget_loader)
     handler = CalibratedStopHandler(
         forget_score_fn, calibration["target"], guard_fn=guard_fn, rewind=rewind, network=revised,
         interval=check_every or 1, epoch_level=check_every is None, mode=mode, patience=patience)
-    return handler, {"regime": decision.to_dict(), "calibration": calibration}
+    return handler, {"regime": decision.to_dict(), "calibration": calibration, "check_every": check_every}
+
+
+#: a pass of more iterations than this is checked several times (``default_check_interval``)
+LONG_PASS = 16
+CHECKS_PER_LONG_PASS = 4
+
+
+def default_check_interval(forget_loader: Iterable[Any]) -> int | None:
+    """Iterations between checks when none are set: ``None`` (once a pass) for a short pass; for a pass of more than
+    ``LONG_PASS`` iterations (a large forget set) ``CHECKS_PER_LONG_PASS`` checks a pass, so that a run whose target
+    is met early stops early instead of finishing the pass (the cost then grows with what must be forgotten, not
+    with the size of the forget set)."""
+    length = len(forget_loader) if hasattr(forget_loader, "__len__") else 0  # type: ignore[arg-type]
+    if length <= LONG_PASS:
+        return None
+    return -(-length // CHECKS_PER_LONG_PASS)

@@ -48,6 +48,8 @@ class UnlearningCheckpointHandler:
         resume: continue from the latest checkpoint in ``checkpoint_dir``.
         history: the run's ``UnlearningHistoryHandler``, whose record is saved and restored.
         network: the module whose weights are saved; ``None`` uses ``engine.network`` (unwrapped from DDP).
+        stop_handler: a handler with ``state_dict`` / ``load_state_dict`` whose state a resumed run needs (the run's
+            ``CalibratedStopHandler``: its best state and checks), saved with the run state.
         name: logger name; ``None`` uses the engine's logger.
 
     Raises:
@@ -62,6 +64,7 @@ class UnlearningCheckpointHandler:
         resume: bool = False,
         history: Any = None,
         network: torch.nn.Module | None = None,
+        stop_handler: Any = None,
         name: str | None = None,
     ) -> None:
         if int(save_interval) != save_interval or save_interval < 1:
@@ -71,6 +74,7 @@ class UnlearningCheckpointHandler:
         self.resume = resume
         self.history = history
         self.network = network
+        self.stop_handler = stop_handler
         self.logger = logging.getLogger(name) if name is not None else None
         self.engine: Any = None
         self.checkpointer: Any = None
@@ -114,6 +118,7 @@ class UnlearningCheckpointHandler:
             "torch_rng": torch.get_rng_state(),
             "loader_generators": {k: (g.get_state() if g is not None else None) for k, g in self._generators().items()},
             "history": None if self.history is None else self.history.state_dict(),
+            "stop_handler": None if self.stop_handler is None else self.stop_handler.state_dict(),
             "reference_sha256": self._original_sha,
             "config": engine.unlearner.config.to_dict(),
         }
@@ -136,6 +141,8 @@ class UnlearningCheckpointHandler:
                 generator.set_state(state["loader_generators"][name])
         if self.history is not None and state["history"] is not None:
             self.history.load_state_dict(state["history"])
+        if self.stop_handler is not None and state.get("stop_handler") is not None:
+            self.stop_handler.load_state_dict(state["stop_handler"])
         engine._checked = True  # the first batches were checked by the interrupted run
 
     def _load(self, engine: Engine) -> None:
