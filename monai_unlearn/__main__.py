@@ -53,7 +53,7 @@ def _unlearn(args: argparse.Namespace) -> None:
 
     overrides: dict[str, Any] = {"forget": args.forget, "output_dir": args.output, "unlearn_reason": args.reason,
                                  "unlearn_overwrite": args.overwrite, "unlearn_progress": not args.quiet}
-    for name in ("epochs", "lr", "batch_size"):
+    for name in ("epochs", "lr", "batch_size", "regime"):
         if getattr(args, name) is not None:
             overrides[f"unlearn_{name}"] = getattr(args, name)
     if args.checkpoint_every:
@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--reason", default="", help="why the data is forgotten (kept in the audit)")
     run.add_argument("--retrained", help="weights of a model retrained without the forget set, for comparison")
     run.add_argument("--eps", type=float, help="search radius (relative to the intensity range by default)")
-    run.add_argument("--epochs", type=int, help="passes over the forget set")
+    run.add_argument("--epochs", type=int, help="passes over the forget set (the budget of the calibrated stop)")
+    run.add_argument("--regime", help="auto (default: decided from the data, stopped at a calibrated target), fixed "
+                                      "(every pass), or class / partial / segmentation_class / segmentation_cases")
     run.add_argument("--lr", type=float, help="learning rate")
     run.add_argument("--batch-size", dest="batch_size", type=int, help="batch size")
     run.add_argument("--set", action="append", default=[], metavar="ID=VALUE",

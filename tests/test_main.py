@@ -18,7 +18,7 @@ class TestFrontDoor(BundleCase):
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             main(["unlearn", "--bundle", self.template, "--forget", "label=1", "--output", out, "--eps", "0.3",
-                  "--epochs", "5", "--lr", "0.01", "--reason", "class 1 retired", "--quiet",
+                  "--epochs", "5", "--lr", "0.01", "--reason", "class 1 retired", "--quiet", "--regime", "fixed",
                   "--set", "unlearn_params#phi=2.0"])
         self.assertIn("forget_acc", printed.getvalue())
         report = json.load(open(os.path.join(out, "unlearning", "report.json")))
@@ -36,7 +36,7 @@ class TestFrontDoor(BundleCase):
 
         out = self.out("resumed")
         args = ["unlearn", "--bundle", self.zoo, "--forget", "label=1", "--output", out, "--eps", "0.3",
-                "--epochs", "3", "--lr", "0.01", "--quiet", "--checkpoint-every", "1"]
+                "--epochs", "3", "--lr", "0.01", "--quiet", "--checkpoint-every", "1", "--regime", "fixed"]
 
         save = DiskSaver.__call__
 

@@ -178,6 +178,33 @@ class TestRegimeInUnlearn(unittest.TestCase):
         self.assertLess(result.epochs, 30)
         self.assertLessEqual(result.after["forget"]["accuracy"], 0.01)
 
+    def test_handlers_on_a_hand_built_engine_give_the_default_run(self):
+        # a user who assembles the engine and handlers themselves gets the same default as unlearn(): the package
+        # PSG parameters, the auto regime from regime_stop_handler and the same weights
+        from monai_unlearn.core.boundary_search import frozen_reference
+        from monai_unlearn.handlers import UnlearningHistoryHandler, regime_stop_handler
+        from monai_unlearn.metrics.headline import forget_scorer
+
+        forget, remain, held_out = self.loaders(self.y[:72] == 2)
+        torch.manual_seed(0)
+        expected, result = unlearn(self.net, forget, remain, val_loader=held_out, lr=0.05, evaluate=False,
+                                   progress=False)
+        revised = copy.deepcopy(self.net)
+        reference = frozen_reference(revised)
+        stop, record = regime_stop_handler("auto", reference, revised, forget, remain, held_out, "classification",
+                                           None, "cpu", forget_scorer("classification", forget, device="cpu"))
+        trainer = UnlearningTrainer(device="cpu", max_epochs=15, forget_data_loader=forget, network=revised,
+                                    optimizer=torch.optim.SGD(revised.parameters(), lr=0.05, momentum=0.9),
+                                    config=PSGConfig.package_default(), remain_data_loader=remain,
+                                    reference=reference, decollate=False,
+                                    train_handlers=[UnlearningHistoryHandler(), stop])
+        torch.manual_seed(0)
+        trainer.run()
+        self.assertEqual(record["regime"], result.stopping["regime"])
+        self.assertEqual(stop.record["checks"], result.stopping["checks"])
+        for name, value in expected.state_dict().items():
+            self.assertTrue(torch.equal(value, revised.state_dict()[name]), name)
+
     def test_partial_without_held_out_data_says_the_target_is_optimistic(self):
         mask = torch.zeros(72, dtype=torch.bool)
         mask[:6] = True  # a few items of several classes: their labels stay
