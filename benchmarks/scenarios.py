@@ -98,8 +98,8 @@ def parse(argv=None):
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--tag", default=None, help="name of the output files (default scenarios[_quick])")
     p.add_argument("--merge", nargs="+", type=Path, default=None,
-                   help="write the report of the runs in these JSON records (e.g. two halves run side by side) "
-                        "instead of running anything")
+                   help="write the report of the runs in these JSON records (e.g. two halves run side by side; "
+                        "a later file's method rows replace an earlier one's) instead of running anything")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s != ""]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
@@ -421,9 +421,15 @@ def main(argv=None) -> dict[str, Any]:
     start = time.perf_counter()
     if args.merge:
         parts = [json.loads(path.read_text()) for path in args.merge]
-        runs = [run for part in parts for run in part["runs"]]
+        merged: dict[tuple[str, int], dict[str, Any]] = {}
+        for run in (run for part in parts for run in part["runs"]):  # a later file's rows replace an earlier one's
+            key = (run["scenario"], run["seed"])
+            if key in merged:
+                merged[key]["rows"].update({k: v for k, v in run["rows"].items() if k not in ("original", "retrain")})
+            else:
+                merged[key] = run
         order = {name: i for i, name in enumerate(SCENARIOS)}
-        runs.sort(key=lambda r: (order[r["scenario"]], r["seed"]))
+        runs = sorted(merged.values(), key=lambda r: (order[r["scenario"]], r["seed"]))
         info = {"merged": [{"file": str(path), "command": part["command"], "machine": part["machine"],
                             "wall_time_s": part["wall_time_s"]} for path, part in zip(args.merge, parts)]}
     else:

@@ -31,9 +31,12 @@ TRANSFORMS = [
 ]
 
 
-def overlay_parser(bundle: str, config: str = "train.json", **overrides):
+def overlay_parser(bundle: str, config: str = "train.json", default_regime: bool = False, **overrides):
     """The merged config ``monai.bundle run unlearn`` builds: the bundle's ``config`` with the unlearn overlay, its
-    metadata and ``bundle_root``, quiet, eps 0.3, then ``overrides`` (config ids, ``#`` for nested keys)."""
+    metadata and ``bundle_root``, quiet, eps 0.3, then ``overrides`` (config ids, ``#`` for nested keys).
+
+    Runs take fixed passes (``unlearn_regime: fixed``) so that a test of another feature sees the passes it asks
+    for; ``default_regime=True`` keeps the overlay's default (``auto``), for the tests of that default."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
@@ -42,6 +45,8 @@ def overlay_parser(bundle: str, config: str = "train.json", **overrides):
     parser["bundle_root"] = bundle
     overrides.setdefault("unlearn_progress", False)
     overrides.setdefault("unlearn_params#eps", 0.3)
+    if not default_regime:
+        overrides.setdefault("unlearn_regime", "fixed")
     for key, value in overrides.items():
         parser[key] = value
     return parser
