@@ -217,26 +217,11 @@ def segmentation_network() -> torch.nn.Module:
 
 
 def _train_segmenter(net, dataset, epochs: int, seed: int, ignore: tuple[int, ...]) -> tuple[torch.nn.Module, float]:
-    """Adam + cross-entropy on whole slices with random flips; voxels of ``ignore`` are not supervised."""
-    torch.manual_seed(seed)
-    x, y = dataset.tensors
-    target = y[:, 0].clone()
-    for c in ignore:
-        target[target == c] = -100
-    optimizer = torch.optim.Adam(net.parameters(), 5e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
-    start = time.perf_counter()
-    net.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x)).split(10):
-            xb, yb = x[idx], target[idx]
-            if torch.rand(()) < 0.5:
-                xb, yb = xb.flip(-2), yb.flip(-2)
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(net(xb), yb).backward()
-            optimizer.step()
-        schedule.step()
-    return net.eval(), time.perf_counter() - start
+    """The segmentation benchmark's training (Adam lr 5e-3, flips), with a cosine schedule; ``ignore``: classes whose
+    voxels are not supervised."""
+    from segmentation import train
+
+    return train(net, *dataset.tensors, epochs, 5e-3, seed, ignore, cosine=True)
 
 
 def train_models(args, scenario: str, seed: int, data: dict[str, Any]) -> dict[str, Any]:

@@ -57,13 +57,15 @@ def batches(x: torch.Tensor, y: torch.Tensor, size: int = 10) -> list[tuple[torc
 
 
 def train(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, seed: int,
-          ignore_classes: tuple[int, ...] = ()) -> tuple[torch.nn.Module, float]:
-    """Adam + cross-entropy on whole slices with random flips; voxels of ``ignore_classes`` are not supervised."""
+          ignore_classes: tuple[int, ...] = (), cosine: bool = False) -> tuple[torch.nn.Module, float]:
+    """Adam + cross-entropy on whole slices with random flips; voxels of ``ignore_classes`` are not supervised;
+    ``cosine`` anneals the learning rate to 0 over the epochs."""
     torch.manual_seed(seed)
     target = y[:, 0].clone()
     for c in ignore_classes:
         target[target == c] = -100
     optimizer = torch.optim.Adam(net.parameters(), lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs) if cosine else None
     start = time.perf_counter()
     net.train()
     for _ in range(epochs):
@@ -74,6 +76,8 @@ def train(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, l
             optimizer.zero_grad()
             F.cross_entropy(net(xb), yb).backward()
             optimizer.step()
+        if schedule is not None:
+            schedule.step()
     return net.eval(), time.perf_counter() - start
 
 

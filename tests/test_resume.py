@@ -41,6 +41,20 @@ def run(checkpoint_dir=None, resume=False, model=None, regime="fixed", epochs=4)
                    progress=False, checkpoint_dir=checkpoint_dir, resume=resume, regime=regime)
 
 
+def killed_after_checkpoint(n: int):
+    """A patch under which the process "dies" (raises ``Killed``) right after writing its ``n``-th checkpoint."""
+    calls = {"n": 0}
+    save = DiskSaver.__call__
+
+    def save_then_die(saver, *args, **kwargs):
+        save(saver, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Killed()
+
+    return mock.patch.object(DiskSaver, "__call__", save_then_die)
+
+
 class TestResume(unittest.TestCase):
     def setUp(self):
         torch.set_num_threads(1)
@@ -48,16 +62,7 @@ class TestResume(unittest.TestCase):
     def test_killed_run_resumes_to_the_same_weights(self):
         expected, expected_result = run()
         with tempfile.TemporaryDirectory() as folder:
-            calls = {"n": 0}
-            save = DiskSaver.__call__
-
-            def save_then_die(saver, *args, **kwargs):
-                save(saver, *args, **kwargs)
-                calls["n"] += 1
-                if calls["n"] == 2:
-                    raise Killed()
-
-            with mock.patch.object(DiskSaver, "__call__", save_then_die):
+            with killed_after_checkpoint(2):
                 with self.assertRaises(Killed):
                     run(folder)
             self.assertEqual(load_checkpoint(folder)["run"]["passes"], 2)
@@ -75,16 +80,7 @@ class TestResume(unittest.TestCase):
         expected, expected_result = run(regime="class", epochs=6)
         self.assertGreaterEqual(expected_result.epochs, 3)
         with tempfile.TemporaryDirectory() as folder:
-            calls = {"n": 0}
-            save = DiskSaver.__call__
-
-            def save_then_die(saver, *args, **kwargs):
-                save(saver, *args, **kwargs)
-                calls["n"] += 1
-                if calls["n"] == 2:
-                    raise Killed()
-
-            with mock.patch.object(DiskSaver, "__call__", save_then_die):
+            with killed_after_checkpoint(2):
                 with self.assertRaises(Killed):
                     run(folder, regime="class", epochs=6)
             torch.manual_seed(999)
