@@ -97,6 +97,8 @@ def parse(argv=None):
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "scenarios")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--tag", default=None, help="name of the output files (default scenarios[_quick])")
+    p.add_argument("--default-overrides", type=json.loads, default=None,
+                   help='experiments: unlearn() arguments for the "PSG (default)" row, as JSON (e.g. \'{"lr": 0.01}\')')
     p.add_argument("--merge", nargs="+", type=Path, default=None,
                    help="write the report of the runs in these JSON records (e.g. two halves run side by side; "
                         "a later file's method rows replace an earlier one's) instead of running anything")
@@ -274,8 +276,11 @@ def evaluate(model, data: dict[str, Any], loaders: dict[str, DataLoader], seg: b
     return {"forget": row["forget_acc"], "remain": row["remain_acc"], "test": row["test_acc"], "mia": row["mia"]}
 
 
-def run_one(name: str, original, data: dict[str, Any], seed: int, seg: bool, quick: bool) -> tuple[Any, dict]:
-    """Run one method from the original on fresh seeded loaders; returns the model and its run facts."""
+def run_one(name: str, original, data: dict[str, Any], seed: int, seg: bool, quick: bool,
+            overrides: dict[str, Any] | None = None) -> tuple[Any, dict]:
+    """Run one method from the original on fresh seeded loaders; returns the model and its run facts.
+    ``overrides``: ``unlearn`` arguments for the default row (experiments only; the report says which)."""
+    overrides = overrides or {}
     bs = data["batch_size"]
     forget, remain = loader(data["forget"], bs, True, seed), loader(data["remain"], bs, True, seed)
     task = {"task": "segmentation", "forget_classes": data.get("forget_classes")} if seg else {}
@@ -287,7 +292,7 @@ def run_one(name: str, original, data: dict[str, Any], seed: int, seg: bool, qui
                                 evaluate=False, progress=False, **task)
     elif name == "psg_default":
         model, result = unlearn(original, forget, remain, val_loader=loader(data["val"], 256, False),
-                                evaluate=False, progress=False, **task)
+                                evaluate=False, progress=False, **task, **overrides)
         stopping = result.stopping or {}
         facts = {"regime": (stopping.get("regime") or {}).get("regime"),
                  "target": (stopping.get("calibration") or {}).get("target"), "stopped": stopping.get("stopped"),
@@ -319,7 +324,7 @@ def run_scenario(args, scenario: str, seed: int, methods: list[str]) -> dict[str
     for name in methods:
         if seg and name not in SEGMENTATION_METHODS:
             continue
-        model, facts = run_one(name, models["original"], data, seed, seg, args.quick)
+        model, facts = run_one(name, models["original"], data, seed, seg, args.quick, args.default_overrides)
         rows[name] = {**evaluate(model, data, loaders, seg), **facts}
         print(f"[{scenario} seed {seed}] {ROW_NAMES[name]}: "
               + ", ".join(f"{k} {v:.3f}" for k, v in rows[name].items() if isinstance(v, float)), flush=True)

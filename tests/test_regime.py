@@ -134,6 +134,15 @@ class TestCalibratedStop(unittest.TestCase):
         self.assertEqual((handler.record["reached_at"], handler.record["best_iteration"]), (2, 6))
         self.assertTrue(handler.record["rewound"])
 
+    def test_a_withdrawn_class_run_goes_on_while_retention_is_still_below_the_original(self):
+        # the target is met at pass 1, but no state gets the guard back within 0.02 of the original's 0.9: patience
+        # does not run out, the run repairs to its budget and keeps the reached state with the best guard
+        scores, guards = [0.9, 0.4, 0.3, 0.3, 0.3, 0.3, 0.3], [0.9, 0.7, 0.75, 0.74, 0.73, 0.72, 0.71]
+        _, trainer, handler = self.make(scores, guard_values=guards, mode="reach", patience=1, epochs=6)
+        trainer.run()
+        self.assertEqual(trainer.state.epoch, 6)
+        self.assertEqual(handler.record["best_iteration"], 4)  # pass 2 (two iterations a pass)
+
     def test_a_run_that_damages_retention_rewinds_to_the_best_state(self):
         net, trainer, handler = self.make([0.9, 0.8, 0.7, 0.6, 0.6], guard_values=[0.9, 0.89, 0.5, 0.4, 0.3],
                                           epochs=4, lr=0.5)

@@ -43,8 +43,9 @@ class CalibratedStopHandler:
     - ``mode="reach"`` (a withdrawn class: the target is a bound that must be met): a state that meets the target
       is best, since forgetting is required; before one does, the admissible state closest to the target is.
       With ``patience > 0`` the run goes on after the target is met while the guard still improves (the remain
-      term repairs retention), and stops after ``patience`` checks without improvement; the best state is then
-      the one that meets the target with the highest guard.
+      term repairs retention), and stops after ``patience`` checks without improvement once the best state is
+      admissible (while it is not, the run goes on to its budget); the best state is then the one that meets the
+      target with the highest guard.
     - ``mode="closest"`` (partial forgetting: the target is a level to match, overshooting it over-forgets): the
       admissible state whose score is closest to the target is best, the original included, so a run that only
       damages retention or jumps far below the target returns to a better state.
@@ -108,6 +109,7 @@ class CalibratedStopHandler:
         self._best: tuple[tuple[float, float], int, dict[str, torch.Tensor]] | None = None
         self._guard0: float | None = None
         self._last_checked = -1
+        self._best_admissible = True
         self._engine: Any = None
 
     def attach(self, engine: Engine) -> None:
@@ -133,18 +135,19 @@ class CalibratedStopHandler:
         self.record = {"target": self.target, "tolerance": self.tolerance, "original_score": score,
                        "original_guard": self._guard0, "checks": [], "stopped": "budget", "best_iteration": 0,
                        "reached_at": None, "rewound": False}
-        self._stalls = 0
+        self._stalls, self._best_admissible = 0, True
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs (``UnlearningCheckpointHandler`` saves it): the best state, the original's
         guard, the checks so far and whether the run had stopped."""
         return {"best": self._best, "guard0": self._guard0, "record": self.record, "stalls": self._stalls,
-                "last_checked": self._last_checked}
+                "last_checked": self._last_checked, "best_admissible": self._best_admissible}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict``'s state; a run that had stopped at its target ends again at once."""
         self._best, self._guard0 = state["best"], state["guard0"]
         self.record, self._stalls, self._last_checked = state["record"], state["stalls"], state["last_checked"]
+        self._best_admissible = state.get("best_admissible", True)
         if self.record.get("terminated") and self._engine is not None:
             self._engine.terminate()
 
@@ -179,11 +182,14 @@ class CalibratedStopHandler:
         if improved:
             self._best = (rank, iteration, self._snapshot(network))
             self.record["best_iteration"] = iteration
+            self._best_admissible = admissible
         logger = self.logger if self.logger is not None else engine.logger
         logger.info(f"CalibratedStopHandler: {self.metric_name} {score:.4f} (target {self.target:.4f})"
                     + (f", guard {guard:.4f}" if guard is not None else "") + f" at iteration {iteration}")
         if self.mode == "reach" and self.record.get("reached_at") is not None:
-            self._stalls = 0 if improved else self._stalls + 1
+            # patience runs out only once the best state also kept retention: until then the remain term is
+            # still repairing what forgetting cost, and the run goes on (to its budget at most)
+            self._stalls = 0 if improved or not self._best_admissible else self._stalls + 1
             if self._stalls >= self.patience:
                 logger.info(f"CalibratedStopHandler: no better state for {self.patience} check(s) after the target; "
                             "stopping.")
