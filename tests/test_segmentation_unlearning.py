@@ -50,9 +50,20 @@ class TestPerVoxelTargets(unittest.TestCase):
         self.assertEqual(result.before["task"], "segmentation")
         self.assertIn("forgotten_dice", result.after["forget"])
         self.assertIn("forget_dice", result.table())
-        _, cases = unlearn(net, data[:1], data[1:], config=config, epochs=1, task="segmentation", progress=False)
+        self.assertEqual(result.stopping["regime"]["regime"], "segmentation_class")  # the default decides
+        self.assertEqual(result.stopping["calibration"]["target"], 0.0)
+        held_out = batches(*toy_volumes(2, size, dims, seed=1), 2)
+        _, cases = unlearn(net, data[:1], data[1:], config=config, epochs=1, task="segmentation", progress=False,
+                           val_loader=held_out)
         self.assertIsNone(cases.after["forget_classes"])
         self.assertIn("remain_dice", cases.table())
+        self.assertEqual(cases.stopping["regime"]["regime"], "segmentation_cases")
+        # the cases' target is the original's Dice on the held-out cases, not on the forget cases
+        from monai_unlearn.metrics.headline import forget_score
+
+        self.assertAlmostEqual(cases.stopping["calibration"]["target"],
+                               forget_score(evaluate_segmentation(net, held_out)), places=6)
+        self.assertIn("held-out cases", cases.stopping["calibration"]["notes"][0])
         for p, q in zip(net.parameters(), revised.parameters()):
             self.assertEqual(p.shape, q.shape)
 
