@@ -159,8 +159,9 @@ def unlearn(
             to the best state whose held-out accuracy on the kept labels did not fall (``CalibratedStopHandler``).
             The decision and the target are in ``result.stopping``. ``"fixed"`` (or ``None``) runs ``epochs``
             passes, the behaviour before the calibrated stop. ``"auto"`` gives way to an explicit
-            ``stop_at_forget_accuracy``, and to fixed passes for classification without a remain loader (the
-            regime is decided from the kept items' labels).
+            ``stop_at_forget_accuracy``, to fixed passes for classification without a remain loader (the
+            regime is decided from the kept items' labels), and to fixed passes under ``torch.distributed``
+            (not supported there yet: each rank would calibrate and stop on its own shard).
         val_loader: held-out data for the calibration (e.g. a bundle's validation split); without it partial
             forgetting calibrates on the remain loader, which the original was trained on (a warning says so: the
             target is then optimistic).
@@ -193,7 +194,7 @@ def unlearn(
         raise ValueError("an optimizer is bound to the model's parameters: pass inplace=True with it.")
     if resume and checkpoint_dir is None:
         raise ValueError("resume needs the checkpoint_dir of the interrupted run.")
-    regime = resolve_regime(regime, stop_at_forget_accuracy, task, remain_loader is not None)
+    regime = resolve_regime(regime, stop_at_forget_accuracy, task, remain_loader is not None, is_distributed())
     checkpointer = (UnlearningCheckpointHandler(checkpoint_dir, checkpoint_every, resume)
                     if checkpoint_dir is not None else None)
     if hasattr(forget_loader, "__len__") and len(forget_loader) == 0:  # type: ignore[arg-type]

@@ -317,6 +317,17 @@ class TestDefaults(unittest.TestCase):
         self.assertEqual((DEFAULT_SETTINGS["unlearn_epochs"], DEFAULT_SETTINGS["unlearn_lr"]), (DEFAULT_EPOCHS, DEFAULT_LR))
         self.assertEqual(DEFAULT_SETTINGS["unlearn_regime"], "auto")
 
+    def test_distributed_runs_take_fixed_passes_for_now(self):
+        from monai_unlearn.core.regime import resolve_regime
+
+        with self.assertLogs("monai_unlearn.core.regime", level="WARNING") as logs:
+            self.assertIsNone(resolve_regime("auto", distributed=True))
+        self.assertIn("torch.distributed", logs.output[0])
+        with self.assertRaisesRegex(ValueError, "not supported under torch.distributed"):
+            resolve_regime("partial", distributed=True)
+        self.assertIsNone(resolve_regime("fixed", distributed=True))
+        self.assertEqual(resolve_regime("auto"), "auto")
+
     def test_long_passes_are_checked_several_times(self):
         from monai_unlearn.handlers.calibrated_stop_handler import default_check_interval
 

@@ -252,7 +252,8 @@ class UnlearningRequest:
         ``"auto"``. The items' classes come from the datalist, without a pass over the data."""
         try:
             regime = resolve_regime(setting(self.parser, "unlearn_regime") or None,
-                                    setting(self.parser, "unlearn_stop_at_forget_accuracy"), self.task)
+                                    setting(self.parser, "unlearn_stop_at_forget_accuracy"), self.task,
+                                    distributed=is_distributed())
         except ValueError as error:  # name the bundle settings, not the Python arguments
             raise ValueError(str(error).replace("a regime or stop_at_forget_accuracy",
                                                 "unlearn_regime or unlearn_stop_at_forget_accuracy")) from None

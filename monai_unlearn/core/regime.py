@@ -107,16 +107,18 @@ def decide_regime(
 
 def resolve_regime(
     regime: str | None, stop_at_forget_accuracy: float | None = None, task: str = "classification",
-    has_remain: bool = True,
+    has_remain: bool = True, distributed: bool = False,
 ) -> str | None:
     """The regime a run uses: ``None`` for fixed passes, else ``"auto"`` or one of ``REGIMES``.
 
-    ``"auto"`` (the default of ``unlearn`` and the bundle) gives way to a forget-accuracy target the user set, and
-    to fixed passes for a classifier without remain data (the kept items' labels decide the regime). ``"fixed"``
-    and ``None`` mean fixed passes.
+    ``"auto"`` (the default of ``unlearn`` and the bundle) gives way to a forget-accuracy target the user set, to
+    fixed passes for a classifier without remain data (the kept items' labels decide the regime), and to fixed
+    passes under ``torch.distributed`` (each rank holds a shard of the data: the calibration and the checks would
+    differ between ranks, and so would their decision to stop). ``"fixed"`` and ``None`` mean fixed passes.
 
     Raises:
-        ValueError: for an unknown regime, or a named regime together with ``stop_at_forget_accuracy``.
+        ValueError: for an unknown regime, a named regime together with ``stop_at_forget_accuracy``, or a named
+            regime under ``torch.distributed``.
     """
     if regime is None or regime == FIXED:
         return None
@@ -125,6 +127,13 @@ def resolve_regime(
     if stop_at_forget_accuracy is not None:
         if regime != "auto":
             raise ValueError("give a regime or stop_at_forget_accuracy, not both: a regime sets its own target.")
+        return None
+    if distributed:
+        if regime != "auto":
+            raise ValueError(f"regime {regime!r} is not supported under torch.distributed yet (each rank would "
+                             "calibrate and stop on its own shard); use regime='fixed' or run in one process.")
+        logger.warning("regime: the calibrated stop is not supported under torch.distributed yet; running a fixed "
+                       "number of passes.")
         return None
     if regime == "auto" and task == "classification" and not has_remain:
         logger.info("regime: no remain data to decide the regime from; running a fixed number of passes.")
