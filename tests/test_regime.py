@@ -143,6 +143,15 @@ class TestCalibratedStop(unittest.TestCase):
         self.assertEqual(trainer.state.epoch, 6)
         self.assertEqual(handler.record["best_iteration"], 4)  # pass 2 (two iterations a pass)
 
+    def test_a_partial_run_that_stops_coming_closer_ends_early_and_rewinds(self):
+        # target 0.5: pass 1 comes closer (0.7), passes 2-3 drift away; with stall_limit 2 the run ends at pass 3
+        # instead of using its budget of 6, and returns to pass 1
+        _, trainer, handler = self.make([0.9, 0.7, 0.8, 0.85, 0.6, 0.5, 0.5], mode="closest", stall_limit=2, epochs=6)
+        trainer.run()
+        self.assertEqual(trainer.state.epoch, 3)
+        self.assertEqual(handler.record["stopped"], "no_progress")
+        self.assertEqual((handler.record["best_iteration"], handler.record["rewound"]), (2, True))
+
     def test_a_run_that_damages_retention_rewinds_to_the_best_state(self):
         net, trainer, handler = self.make([0.9, 0.8, 0.7, 0.6, 0.6], guard_values=[0.9, 0.89, 0.5, 0.4, 0.3],
                                           epochs=4, lr=0.5)

@@ -48,7 +48,8 @@ class CalibratedStopHandler:
       target with the highest guard.
     - ``mode="closest"`` (partial forgetting: the target is a level to match, overshooting it over-forgets): the
       admissible state whose score is closest to the target is best, the original included, so a run that only
-      damages retention or jumps far below the target returns to a better state.
+      damages retention or jumps far below the target returns to a better state. With ``stall_limit`` a run that
+      stops coming closer ends early.
 
     At ``Events.COMPLETED`` (also after a stop), with ``rewind``, the network gets the best state's weights back if
     the last state is not it.
@@ -69,6 +70,8 @@ class CalibratedStopHandler:
         metric_name: the key of the score in ``engine.state.metrics``.
         mode: ``"reach"`` or ``"closest"`` (see above).
         patience: ``"reach"`` mode: checks without a better guard to wait for after the target is met.
+        stall_limit: ``"closest"`` mode: stop after this many checks in a row without a state closer to the target
+            (``record["stopped"] == "no_progress"``; 0: never, the budget decides).
         name: logger name; ``None`` uses the engine's logger.
 
     Raises:
@@ -89,12 +92,14 @@ class CalibratedStopHandler:
         metric_name: str = "forget_accuracy",
         mode: str = "closest",
         patience: int = 0,
+        stall_limit: int = 0,
         name: str | None = None,
     ) -> None:
         if mode not in ("reach", "closest"):
             raise ValueError(f"mode must be 'reach' or 'closest', got {mode!r}.")
         self.mode = mode
         self.patience = int(patience)
+        self.stall_limit = int(stall_limit)
         self._stalls = 0
         if int(interval) != interval or interval < 1:
             raise ValueError(f"interval must be a positive integer, got {interval}.")
@@ -205,6 +210,16 @@ class CalibratedStopHandler:
             logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; stopping.")
             self.record["terminated"] = True
             engine.terminate()
+        elif self.mode == "closest" and self.stall_limit > 0:
+            # a run that no longer comes closer to its level will not reach it: stop and rewind instead of
+            # spending the rest of the budget
+            self._stalls = 0 if improved else self._stalls + 1
+            if self._stalls >= self.stall_limit:
+                logger.info(f"CalibratedStopHandler: no state closer to the target for {self.stall_limit} check(s); "
+                            "stopping.")
+                self.record["stopped"] = "no_progress"
+                self.record["terminated"] = True
+                engine.terminate()
 
     def _completed(self, engine: Engine) -> None:
         if self._best is None:
@@ -228,6 +243,7 @@ def regime_stop_handler(
     prepare_batch: Callable = default_prepare_batch, amp: bool = False, num_classes: int | None = None,
     roi_size: Any = None,
     patience: int = 2,
+    stall_limit: int = 4,
     forget_labels: Sequence[int] | None = None,
     remain_labels: Sequence[int] | None = None,
 ) -> tuple[CalibratedStopHandler, dict[str, Any]]:
@@ -253,6 +269,8 @@ def regime_stop_handler(
         rewind: return to the best state at the end.
         prepare_batch, amp, num_classes, roi_size: as for the evaluation.
         patience: withdrawn classes: checks to go on after the target while held-out accuracy improves.
+        stall_limit: partial forgetting and cases: checks in a row without coming closer to the target before the
+            run stops (and rewinds to the closest state).
         forget_labels, remain_labels: classification: the items' classes when the caller knows them (a bundle's
             datalist); otherwise they are read from the loaders (one pass over each).
 
@@ -311,7 +329,8 @@ def regime_stop_handler(
     tolerance = 0.0 if decision.regime == "class" else 0.01
     handler = CalibratedStopHandler(
         forget_score_fn, calibration["target"], guard_fn=guard_fn, tolerance=tolerance, rewind=rewind,
-        network=revised, interval=check_every or 1, epoch_level=check_every is None, mode=mode, patience=patience)
+        network=revised, interval=check_every or 1, epoch_level=check_every is None, mode=mode, patience=patience,
+        stall_limit=stall_limit if mode == "closest" else 0)
     return handler, {"regime": decision.to_dict(), "calibration": calibration, "check_every": check_every}
 
 
