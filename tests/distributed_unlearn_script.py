@@ -9,6 +9,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from monai_unlearn import PSGConfig, unlearn
+from monai_unlearn.distributed import finish_distributed
 from monai_unlearn.metrics import collect_outputs
 
 CONFIG = PSGConfig(eps=0.3, num_steps=2, lam=0.1, phi=1.0)
@@ -41,7 +42,8 @@ def main(out: str) -> None:
     logits, labels = collect_outputs(revised, DataLoader(odd, 5, sampler=sampler))
     if dist.get_rank() == 0:
         torch.save({"state": revised.state_dict(), "history": result.history, "logits": logits, "labels": labels}, out)
-    dist.destroy_process_group()
+    # every rank waits for rank 0's save before the group is torn down (gloo aborts a rank whose peer closed first)
+    finish_distributed()
 
 
 if __name__ == "__main__":
