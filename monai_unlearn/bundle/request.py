@@ -250,13 +250,10 @@ class UnlearningRequest:
         on the wrapped bundle's validation data with the frozen original ``reference``; ``None`` (a fixed number of
         passes) for ``"fixed"``, or when ``unlearn_stop_at_forget_accuracy`` sets a target and the regime is
         ``"auto"``. The items' classes come from the datalist, without a pass over the data."""
-        try:
-            regime = resolve_regime(setting(self.parser, "unlearn_regime") or None,
-                                    setting(self.parser, "unlearn_stop_at_forget_accuracy"), self.task,
-                                    distributed=is_distributed())
-        except ValueError as error:  # name the bundle settings, not the Python arguments
-            raise ValueError(str(error).replace("a regime or stop_at_forget_accuracy",
-                                                "unlearn_regime or unlearn_stop_at_forget_accuracy")) from None
+        regime = resolve_regime(setting(self.parser, "unlearn_regime") or None,
+                                setting(self.parser, "unlearn_stop_at_forget_accuracy"), self.task,
+                                distributed=is_distributed(),
+                                names=("unlearn_regime", "unlearn_stop_at_forget_accuracy"))
         if regime is None:
             self.stopping = None
             return None

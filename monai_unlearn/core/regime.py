@@ -107,7 +107,7 @@ def decide_regime(
 
 def resolve_regime(
     regime: str | None, stop_at_forget_accuracy: float | None = None, task: str = "classification",
-    has_remain: bool = True, distributed: bool = False,
+    has_remain: bool = True, distributed: bool = False, names: tuple[str, str] = ("regime", "stop_at_forget_accuracy"),
 ) -> str | None:
     """The regime a run uses: ``None`` for fixed passes, else ``"auto"`` or one of ``REGIMES``.
 
@@ -115,6 +115,7 @@ def resolve_regime(
     fixed passes for a classifier without remain data (the kept items' labels decide the regime), and to fixed
     passes under ``torch.distributed`` (each rank holds a shard of the data: the calibration and the checks would
     differ between ranks, and so would their decision to stop). ``"fixed"`` and ``None`` mean fixed passes.
+    ``names``: how the caller calls the two settings in error messages (the bundle's ``unlearn_regime`` ...).
 
     Raises:
         ValueError: for an unknown regime, a named regime together with ``stop_at_forget_accuracy``, or a named
@@ -126,7 +127,7 @@ def resolve_regime(
         raise ValueError(f"unknown regime {regime!r}; choose 'auto', {FIXED!r} or one of {REGIMES}.")
     if stop_at_forget_accuracy is not None:
         if regime != "auto":
-            raise ValueError("give a regime or stop_at_forget_accuracy, not both: a regime sets its own target.")
+            raise ValueError(f"give {names[0]} or {names[1]}, not both: a regime sets its own target.")
         return None
     if distributed:
         if regime != "auto":
