@@ -191,11 +191,10 @@ def _segmentation(args, scenario: str, seed: int) -> dict[str, Any]:
 
 
 def _load_slices(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    import nibabel as nib
+    """Images and label maps of tissue-slice items (the segmentation benchmark's loader)."""
+    from segmentation import load
 
-    x = torch.stack([torch.from_numpy(np.asarray(nib.load(i["image"]).dataobj, dtype=np.float32))[None] for i in items])
-    y = torch.stack([torch.from_numpy(np.asarray(nib.load(i["label"]).dataobj).astype(np.int64))[None] for i in items])
-    return x, y
+    return load(items)
 
 
 def build_scenario(args, scenario: str, seed: int) -> dict[str, Any]:

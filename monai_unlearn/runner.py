@@ -256,7 +256,8 @@ def unlearn(
         prepare_batch=prepare_batch, amp=amp, decollate=False, train_handlers=handlers,
         forget_classes=forget_classes, remain_ignore_forget_classes=remain_ignore_forget_classes,
         channels_last=channels_last,
-        check_at_start=task == "segmentation",  # label maps that do not fit fail before any evaluation
+        # label maps that do not fit fail before any evaluation (a regime's calibration checked the batch already)
+        check_at_start=task == "segmentation" and regime is None,
     )
     if progress and has_progress_bar:
         ProgressBar(persist=False, desc="unlearning").attach(trainer)
