@@ -36,6 +36,16 @@ class TestAuditReport(unittest.TestCase):
         self.assertIn("![per-class scores before and after](per_class_accuracy.png)", text)
         self.assertIn("Items forgotten:** 25 of 65", text)
 
+    def test_the_regime_its_target_notes_and_stop_are_said(self):
+        stopping = {"regime": {"regime": "partial", "reason": "kept items still have label(s) [0, 1]"},
+                    "calibration": {"target": 0.274, "notes": ["the kept data does not carry over to the forget items"]},
+                    "held_out": "the validation data", "stopped": "no_progress", "rewound": True}
+        audit = build_audit([{"image": "a.nii.gz", "label": 0}], "device=mni152", {}, None)
+        text = render_audit_markdown({**RECORD, "stopping": stopping}, audit, {"name": "x"}, {}, "verify")
+        self.assertIn("**Regime:** partial (kept items still have label(s) [0, 1]). Forget target 0.274", text)
+        self.assertIn("the run stopped when it no longer came closer to the target and was rewound", text)
+        self.assertIn("- the kept data does not carry over to the forget items", text)
+
     def test_write_is_atomic_and_complete(self):
         audit = build_audit([{"image": "a.nii.gz", "label": 0}], "label=0", {}, None)
         with tempfile.TemporaryDirectory() as folder:

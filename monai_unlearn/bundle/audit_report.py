@@ -110,12 +110,15 @@ def render_audit_markdown(
     stopping = record.get("stopping")
     if stopping:
         regime = stopping.get("regime") or {}
-        target = (stopping.get("calibration") or {}).get("target")
+        calibration = stopping.get("calibration") or {}
+        stopped = {"target": "at the target", "no_progress": "when it no longer came closer to the target"}.get(
+            stopping.get("stopped"), "at the pass budget")
         lines += ["", f"**Regime:** {regime.get('regime')} ({regime.get('reason')}). Forget target "
-                      f"{_fmt(target)}, estimated without a retrained model from "
-                      f"{stopping.get('held_out') or 'the data given'}; the run stopped at the "
-                      f"{'target' if stopping.get('stopped') == 'target' else 'pass budget'}"
+                      f"{_fmt(calibration.get('target'))}, estimated without a retrained model from "
+                      f"{stopping.get('held_out') or 'the data given'}; the run stopped {stopped}"
                       f"{' and was rewound to its best state' if stopping.get('rewound') else ''}."]
+        notes = calibration.get("notes") or []
+        lines += ([""] + [f"- {note}" for note in notes]) if notes else []
     lines += ["", "## Evidence", ""]
     lines += _table(["model", "forget", "remain", "test", "MIA mean", "MIA std"], _metrics_rows(record))
     gap = record.get("retrain_gap")

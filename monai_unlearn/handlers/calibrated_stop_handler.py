@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from monai_unlearn.core.regime import decide_regime
 from monai_unlearn.metrics.calibration import accuracy_on_labels, calibration_target, loader_labels, per_label_accuracy
 from monai_unlearn.metrics.headline import forget_score
 from monai_unlearn.metrics.segmentation import evaluate_segmentation
+from monai_unlearn.metrics.transfer import source_transfer
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -48,8 +50,9 @@ class CalibratedStopHandler:
       target with the highest guard.
     - ``mode="closest"`` (partial forgetting: the target is a level to match, overshooting it over-forgets): the
       admissible state whose score is closest to the target is best, the original included, so a run that only
-      damages retention or jumps far below the target returns to a better state. With ``stall_limit`` a run that
-      stops coming closer ends early.
+      damages retention or jumps far below the target returns to a better state. The target stops the run only in
+      an admissible state; with ``stall_limit`` a run that stops coming closer ends early (a check at the target
+      whose guard is the best of such checks so far counts as coming closer: retention is being repaired).
 
     At ``Events.COMPLETED`` (also after a stop), with ``rewind``, the network gets the best state's weights back if
     the last state is not it.
@@ -101,6 +104,7 @@ class CalibratedStopHandler:
         self.patience = int(patience)
         self.stall_limit = int(stall_limit)
         self._stalls = 0
+        self._repair_guard = float("-inf")
         if int(interval) != interval or interval < 1:
             raise ValueError(f"interval must be a positive integer, got {interval}.")
         if tolerance < 0 or max_guard_drop < 0:
@@ -140,19 +144,21 @@ class CalibratedStopHandler:
         self.record = {"target": self.target, "tolerance": self.tolerance, "original_score": score,
                        "original_guard": self._guard0, "checks": [], "stopped": "budget", "best_iteration": 0,
                        "reached_at": None, "rewound": False}
-        self._stalls, self._best_admissible = 0, True
+        self._stalls, self._best_admissible, self._repair_guard = 0, True, float("-inf")
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs (``UnlearningCheckpointHandler`` saves it): the best state, the original's
         guard, the checks so far and whether the run had stopped."""
         return {"best": self._best, "guard0": self._guard0, "record": self.record, "stalls": self._stalls,
-                "last_checked": self._last_checked, "best_admissible": self._best_admissible}
+                "last_checked": self._last_checked, "best_admissible": self._best_admissible,
+                "repair_guard": self._repair_guard}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict``'s state; a run that had stopped at its target ends again at once."""
         self._best, self._guard0 = state["best"], state["guard0"]
         self.record, self._stalls, self._last_checked = state["record"], state["stalls"], state["last_checked"]
         self._best_admissible = state.get("best_admissible", True)
+        self._repair_guard = state.get("repair_guard", float("-inf"))
         if self.record.get("terminated") and self._engine is not None:
             self._engine.terminate()
 
@@ -200,7 +206,7 @@ class CalibratedStopHandler:
                             "stopping.")
                 self.record["terminated"] = True
                 engine.terminate()
-        elif reached:
+        elif reached and (admissible or self.mode == "reach"):
             self.record["stopped"] = "target"
             self.record["reached_at"] = iteration
             if self.mode == "reach" and self.patience > 0:
@@ -212,8 +218,14 @@ class CalibratedStopHandler:
             engine.terminate()
         elif self.mode == "closest" and self.stall_limit > 0:
             # a run that no longer comes closer to its level will not reach it: stop and rewind instead of
-            # spending the rest of the budget
-            self._stalls = 0 if improved else self._stalls + 1
+            # spending the rest of the budget. A state at the target that lost retention does not stop the run
+            # either: a source unlike the kept ones is first forgotten together with what resembles it, and the
+            # remain term repairs that afterwards; a check at the target whose guard is the best such guard so
+            # far counts as progress, so the run goes on while the repair does
+            repairing = reached and guard is not None and guard > self._repair_guard
+            if reached and guard is not None:
+                self._repair_guard = max(self._repair_guard, guard)
+            self._stalls = 0 if improved or repairing else self._stalls + 1
             if self._stalls >= self.stall_limit:
                 logger.info(f"CalibratedStopHandler: no state closer to the target for {self.stall_limit} check(s); "
                             "stopping.")
@@ -246,6 +258,7 @@ def regime_stop_handler(
     stall_limit: int = 4,
     forget_labels: Sequence[int] | None = None,
     remain_labels: Sequence[int] | None = None,
+    transfer_check: bool = True,
 ) -> tuple[CalibratedStopHandler, dict[str, Any]]:
     """The ``CalibratedStopHandler`` of a regime (decided from the data for ``"auto"``) and its record.
 
@@ -273,6 +286,10 @@ def regime_stop_handler(
             run stops (and rewinds to the closest state).
         forget_labels, remain_labels: classification: the items' classes when the caller knows them (a bundle's
             datalist); otherwise they are read from the loaders (one pass over each).
+        transfer_check: partial forgetting with held-out data: check with random-feature probes
+            (``monai_unlearn.metrics.transfer.source_transfer``) whether the kept data carries over to the forget
+            items, and scale the target of the shared labels by the probes' ratio when it clearly does not (a
+            retired source unlike every kept one).
 
     Returns:
         the handler, and ``{"regime": decision, "calibration": target record}``.
@@ -311,6 +328,11 @@ def regime_stop_handler(
             calibration = calibration_target(original, held_out, forget_labels, decision.withdrawn_labels, device,
                                              prepare_batch)
             calibration["notes"] = notes + calibration["notes"]
+            shared = decision.shared_labels
+            if transfer_check and val_loader is not None and shared and remain_loader is not None:
+                _scale_by_transfer(calibration, source_transfer(
+                    original, forget_loader, remain_loader, val_loader, shared, device, prepare_batch), forget_labels,
+                    shared)
         guard_loader = held_out if held_out is not None else remain_loader
         withdrawn = set(decision.withdrawn_labels)
 
@@ -332,6 +354,26 @@ def regime_stop_handler(
         network=revised, interval=check_every or 1, epoch_level=check_every is None, mode=mode, patience=patience,
         stall_limit=stall_limit if mode == "closest" else 0)
     return handler, {"regime": decision.to_dict(), "calibration": calibration, "check_every": check_every}
+
+
+def _scale_by_transfer(calibration: dict[str, Any], transfer: dict[str, Any], forget_labels: Sequence[int],
+                       shared: Sequence[int]) -> None:
+    """Scale the shared labels' part of a partial target by the transfer ratio when it applies (in place)."""
+    calibration["transfer"] = transfer
+    if not transfer["applies"]:
+        return
+    keep = {int(x) for x in shared}
+    weights = Counter(int(x) for x in forget_labels)
+    for label in keep & set(calibration["per_label"]):
+        calibration["per_label"][label] *= transfer["ratio"]
+    total = sum(weights.values())
+    calibration["target"] = float(sum(calibration["per_label"][c] * n for c, n in weights.items()) / total)
+    note = (f"the kept data does not carry over to the forget items: random-feature probes trained on kept items "
+            f"recognise {transfer['probe_forget']:.3f} of them against {transfer['probe_held_out']:.3f} of held-out "
+            f"items of their labels (z {transfer['z']:.1f}); the shared labels' target is scaled by "
+            f"{transfer['ratio']:.3f}")
+    calibration["notes"].append(note)
+    logger.info("regime: %s", note)
 
 
 #: a pass of more iterations than this is checked several times (``default_check_interval``)
