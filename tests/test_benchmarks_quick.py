@@ -136,7 +136,13 @@ class TestScenariosQuick(unittest.TestCase):
             self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
             data = json.loads((Path(tmp) / "scenarios_quick.json").read_text())
             self.assertTrue((Path(tmp) / "scenarios_quick.png").stat().st_size > 0)
-            self.assertIn("### FashionMNIST: class 0 withdrawn", (Path(tmp) / "scenarios_quick.md").read_text())
+            report = (Path(tmp) / "scenarios_quick.md").read_text()
+            self.assertIn("### FashionMNIST: class 0 withdrawn", report)
+            # the verdict table: one row per scenario with the default's regime, gap, remain and time
+            verdict = report.split("## The default against the issue's targets")[1].split("###")[0]
+            verdict_rows = [line for line in verdict.splitlines()
+                            if line.startswith("| ") and "regime chosen" not in line]
+            self.assertEqual(len(verdict_rows), 8, verdict)
         runs = {r["scenario"]: r for r in data["runs"]}
         self.assertEqual(len(runs), 8)
         # the registry's "psg" is run twice: the previous fixed-pass default and the shipped default

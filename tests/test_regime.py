@@ -120,23 +120,34 @@ class TestCalibratedStop(unittest.TestCase):
         _, trainer, handler = self.make([0.9, 0.8, 0.4], guard_values=[0.9, 0.89, 0.5], mode="reach")
         trainer.run()
         self.assertEqual((trainer.state.epoch, handler.record["stopped"], handler.record["rewound"]), (2, "target", False))
-        # in "closest" mode a state at the target that lost retention does not stop the run; with the guard not
-        # coming back, the run ends without progress and returns to pass 1, the admissible state nearest the target
-        _, trainer, handler = self.make([0.9, 0.8, 0.4, 0.4, 0.4], guard_values=[0.9, 0.89, 0.5, 0.45, 0.4],
-                                        mode="closest", stall_limit=2)
+        # in "closest" mode the same run stops at the target too, and returns to pass 1, the admissible state
+        # nearest the target
+        _, trainer, handler = self.make([0.9, 0.8, 0.4], guard_values=[0.9, 0.89, 0.5], mode="closest")
         trainer.run()
-        self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (4, "no_progress"))
+        self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (2, "target"))
         self.assertEqual((handler.record["best_iteration"], handler.record["rewound"]), (2, True))
 
     def test_a_partial_run_at_the_target_goes_on_while_retention_is_repaired(self):
         # pass 2 meets the target but loses held-out accuracy (a retired source unlike the kept ones is forgotten
         # together with what resembles it); passes 3-4 stay at the target while the guard comes back: pass 4 is
         # admissible at the target, the run stops there and keeps it
-        scores, guards = [0.9, 0.7, 0.45, 0.4, 0.48, 0.5], [0.9, 0.85, 0.5, 0.7, 0.89, 0.9]
-        _, trainer, handler = self.make(scores, guard_values=guards, mode="closest", stall_limit=2, epochs=6)
+        scores, guards = [0.9, 0.7, 0.45, 0.4, 0.48, 0.5], [0.9, 0.89, 0.5, 0.7, 0.89, 0.9]
+        _, trainer, handler = self.make(scores, guard_values=guards, mode="closest", stall_limit=2, epochs=6,
+                                        repair_at_target=True)
         trainer.run()
         self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (4, "target"))
         self.assertEqual((handler.record["best_iteration"], handler.record["rewound"]), (8, False))
+        # without repair_at_target (any request but a source unlike the kept ones) the target stops the run at
+        # pass 2, which returns to pass 1; with it, a guard that does not come back ends the run as no progress
+        _, trainer, handler = self.make(scores, guard_values=guards, mode="closest", stall_limit=2, epochs=6)
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (2, "target"))
+        self.assertEqual((handler.record["best_iteration"], handler.record["rewound"]), (2, True))
+        _, trainer, handler = self.make([0.9, 0.7, 0.45, 0.45, 0.45], guard_values=[0.9, 0.89, 0.5, 0.45, 0.4],
+                                        mode="closest", stall_limit=2, epochs=6, repair_at_target=True)
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (4, "no_progress"))
+        self.assertEqual((handler.record["best_iteration"], handler.record["rewound"]), (2, True))
 
     def test_after_the_target_a_withdrawn_class_run_repairs_retention_while_it_can(self):
         # the target is met at pass 1; passes 2-3 raise the guard, pass 4 does not: stop there, keep pass 3

@@ -26,8 +26,9 @@ def blob_images(n: int, inverted: bool, seed: int) -> tuple[torch.Tensor, torch.
 
 def conv_net() -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, stride=2),
-                               torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(8, 3))
 
 
 def loader(x, y, batch=32):
@@ -93,8 +94,10 @@ class TestTransferInTheRegime(unittest.TestCase):
 
     def calibrate(self, **kwargs):
         score = lambda m: 0.0  # noqa: E731 (not called: only the target is looked at)
-        _, facts = regime_stop_handler("auto", self.net, self.net, self.forget, self.remain, self.val,
-                                       "classification", None, "cpu", score, **kwargs)
+        handler, facts = regime_stop_handler("auto", self.net, self.net, self.forget, self.remain, self.val,
+                                             "classification", None, "cpu", score, **kwargs)
+        # a source unlike the kept ones is repaired at its target (the run goes on while retention comes back)
+        self.assertEqual(handler.repair_at_target, bool((facts["calibration"].get("transfer") or {}).get("applies")))
         return facts
 
     def test_the_shared_labels_target_is_scaled_and_the_reason_is_given(self):

@@ -50,9 +50,10 @@ class CalibratedStopHandler:
       target with the highest guard.
     - ``mode="closest"`` (partial forgetting: the target is a level to match, overshooting it over-forgets): the
       admissible state whose score is closest to the target is best, the original included, so a run that only
-      damages retention or jumps far below the target returns to a better state. The target stops the run only in
-      an admissible state; with ``stall_limit`` a run that stops coming closer ends early (a check at the target
-      whose guard is the best of such checks so far counts as coming closer: retention is being repaired).
+      damages retention or jumps far below the target returns to a better state. With ``stall_limit`` a run that
+      stops coming closer ends early. With ``repair_at_target`` the target stops the run only in an admissible
+      state, and a check at the target whose guard is the best of such checks so far counts as coming closer
+      (retention is being repaired).
 
     At ``Events.COMPLETED`` (also after a stop), with ``rewind``, the network gets the best state's weights back if
     the last state is not it.
@@ -75,6 +76,10 @@ class CalibratedStopHandler:
         patience: ``"reach"`` mode: checks without a better guard to wait for after the target is met.
         stall_limit: ``"closest"`` mode: stop after this many checks in a row without a state closer to the target
             (``record["stopped"] == "no_progress"``; 0: never, the budget decides).
+        repair_at_target: ``"closest"`` mode: a state at the target that lost retention does not stop the run,
+            and such a check whose guard is the best of them so far counts as coming closer (retention is being
+            repaired). For a retired source unlike every kept one, which is first forgotten together with what
+            resembles it; off, the target stops the run in any state (and the rewind returns to the best one).
         name: logger name; ``None`` uses the engine's logger.
 
     Raises:
@@ -96,6 +101,7 @@ class CalibratedStopHandler:
         mode: str = "closest",
         patience: int = 0,
         stall_limit: int = 0,
+        repair_at_target: bool = False,
         name: str | None = None,
     ) -> None:
         if mode not in ("reach", "closest"):
@@ -103,6 +109,7 @@ class CalibratedStopHandler:
         self.mode = mode
         self.patience = int(patience)
         self.stall_limit = int(stall_limit)
+        self.repair_at_target = bool(repair_at_target)
         self._stalls = 0
         self._repair_guard = float("-inf")
         if int(interval) != interval or interval < 1:
@@ -206,7 +213,7 @@ class CalibratedStopHandler:
                             "stopping.")
                 self.record["terminated"] = True
                 engine.terminate()
-        elif reached and (admissible or self.mode == "reach"):
+        elif reached and (admissible or self.mode == "reach" or not self.repair_at_target):
             self.record["stopped"] = "target"
             self.record["reached_at"] = iteration
             if self.mode == "reach" and self.patience > 0:
@@ -218,11 +225,11 @@ class CalibratedStopHandler:
             engine.terminate()
         elif self.mode == "closest" and self.stall_limit > 0:
             # a run that no longer comes closer to its level will not reach it: stop and rewind instead of
-            # spending the rest of the budget. A state at the target that lost retention does not stop the run
-            # either: a source unlike the kept ones is first forgotten together with what resembles it, and the
-            # remain term repairs that afterwards; a check at the target whose guard is the best such guard so
+            # spending the rest of the budget. With repair_at_target a state at the target that lost retention
+            # gets here too: a source unlike the kept ones is first forgotten together with what resembles it, and
+            # the remain term repairs that afterwards; a check at the target whose guard is the best such guard so
             # far counts as progress, so the run goes on while the repair does
-            repairing = reached and guard is not None and guard > self._repair_guard
+            repairing = self.repair_at_target and reached and guard is not None and guard > self._repair_guard
             if reached and guard is not None:
                 self._repair_guard = max(self._repair_guard, guard)
             self._stalls = 0 if improved or repairing else self._stalls + 1
@@ -352,7 +359,10 @@ def regime_stop_handler(
     handler = CalibratedStopHandler(
         forget_score_fn, calibration["target"], guard_fn=guard_fn, tolerance=tolerance, rewind=rewind,
         network=revised, interval=check_every or 1, epoch_level=check_every is None, mode=mode, patience=patience,
-        stall_limit=stall_limit if mode == "closest" else 0)
+        stall_limit=stall_limit if mode == "closest" else 0,
+        # a retired source unlike the kept ones is first forgotten together with what resembles it: go on while the
+        # remain term repairs retention at the target (elsewhere such a repair does not come, and would cost passes)
+        repair_at_target=bool((calibration.get("transfer") or {}).get("applies")))
     return handler, {"regime": decision.to_dict(), "calibration": calibration, "check_every": check_every}
 
 

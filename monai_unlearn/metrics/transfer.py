@@ -74,7 +74,10 @@ def _features(net: torch.nn.Module, images: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(rows)
 
 
-def _collect(loader: Iterable[Any], device, prepare_batch: Callable, max_items: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _collect(
+    loader: Iterable[Any], device, prepare_batch: Callable, max_items: int
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The first ``max_items`` images (as batches) and class labels a loader yields."""
     images, labels, count = [], [], 0
     for batch in loader:
         image, label = prepare_batch(batch, device, False)
@@ -116,7 +119,7 @@ def source_transfer(
     device: torch.device | str | None = None,
     prepare_batch: Callable = default_prepare_batch,
     nets: int = 2,
-    max_items: int = 512,
+    max_items: int = 256,
     z_threshold: float = 3.0,
     seed: int = 0,
 ) -> dict[str, Any]:
