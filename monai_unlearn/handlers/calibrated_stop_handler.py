@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,8 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_unlearn.core.batch import default_prepare_batch
 from monai_unlearn.core.regime import decide_regime
-from monai_unlearn.metrics.calibration import accuracy_on_labels, calibration_target, loader_labels, per_label_accuracy
+from monai_unlearn.metrics.calibration import (
+    accuracy_on_labels, calibration_target, loader_labels, per_label_accuracy, weighted_target)
 from monai_unlearn.metrics.headline import forget_score
 from monai_unlearn.metrics.segmentation import evaluate_segmentation
 from monai_unlearn.metrics.transfer import source_transfer
@@ -372,12 +372,9 @@ def _scale_by_transfer(calibration: dict[str, Any], transfer: dict[str, Any], fo
     calibration["transfer"] = transfer
     if not transfer["applies"]:
         return
-    keep = {int(x) for x in shared}
-    weights = Counter(int(x) for x in forget_labels)
-    for label in keep & set(calibration["per_label"]):
+    for label in {int(x) for x in shared} & set(calibration["per_label"]):
         calibration["per_label"][label] *= transfer["ratio"]
-    total = sum(weights.values())
-    calibration["target"] = float(sum(calibration["per_label"][c] * n for c, n in weights.items()) / total)
+    calibration["target"] = weighted_target(calibration["per_label"], forget_labels)
     note = (f"the kept data does not carry over to the forget items: random-feature probes trained on kept items "
             f"recognise {transfer['probe_forget']:.3f} of them against {transfer['probe_held_out']:.3f} of held-out "
             f"items of their labels (z {transfer['z']:.1f}); the shared labels' target is scaled by "

@@ -15,7 +15,7 @@ import torch
 
 from monai_unlearn.core.batch import default_prepare_batch, label_index_for_image
 
-__all__ = ["loader_labels", "per_label_accuracy", "calibration_target", "accuracy_on_labels"]
+__all__ = ["loader_labels", "per_label_accuracy", "calibration_target", "accuracy_on_labels", "weighted_target"]
 
 
 def loader_labels(loader: Iterable[Any], prepare_batch: Callable = default_prepare_batch) -> list[int]:
@@ -58,6 +58,12 @@ def accuracy_on_labels(counts: dict[int, tuple[int, int]], labels: Iterable[int]
     correct = sum(c for label, (c, _) in counts.items() if keep is None or label in keep)
     total = sum(t for label, (_, t) in counts.items() if keep is None or label in keep)
     return correct / total if total else None
+
+
+def weighted_target(per_label: dict[int, float], forget_labels: Sequence[int]) -> float:
+    """The forget target: each label's target weighted by its number of forget items."""
+    weights = Counter(int(x) for x in forget_labels)
+    return float(sum(per_label[label] * n for label, n in weights.items()) / sum(weights.values()))
 
 
 def calibration_target(
@@ -108,7 +114,5 @@ def calibration_target(
         else:
             per_label[label] = float(pooled)  # type: ignore[arg-type]
             notes.append(f"no held-out item of label {label}: its target is the pooled held-out accuracy")
-    weights = Counter(int(x) for x in forget_labels)
-    target = sum(per_label[label] * n for label, n in weights.items()) / sum(weights.values())
-    return {"target": float(target), "per_label": per_label, "held_out_items": sum(t for _, t in counts.values()),
+    return {"target": weighted_target(per_label, forget_labels), "per_label": per_label, "held_out_items": sum(t for _, t in counts.values()),
             "notes": notes}

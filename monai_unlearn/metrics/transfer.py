@@ -31,17 +31,14 @@ _CONV = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 
 def _reinitialised(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """A copy of ``model`` with fresh random weights (``reset_parameters``) and empty normalisation statistics."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng():  # the caller's CPU and CUDA random states are restored afterwards
+        torch.manual_seed(seed)
         net = copy.deepcopy(model)
         for module in net.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
             if hasattr(module, "reset_running_stats"):
                 module.reset_running_stats()
-    finally:
-        torch.random.set_rng_state(state)
     return net.eval()
 
 
