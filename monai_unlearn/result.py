@@ -30,8 +30,9 @@ class UnlearningResult:
         retrained: the same for a retrained model, when one was given.
         retrain_gap: absolute differences between ``after`` and ``retrained`` headline numbers.
         history: per-epoch mean losses and boundary flip rates.
-        stopping: with a regime: the regime decision, the calibrated target, every check, why the run stopped and
-            whether it rewound (``None`` for a fixed number of passes).
+        stopping: with a regime: the regime decision, the calibrated target, every check, why the run stopped,
+            whether it rewound and the withdrawn labels no boundary target took (``withdrawn_targets``); ``None`` for
+            a fixed number of passes.
     """
 
     method: str
@@ -74,6 +75,8 @@ def run_result(trainer: Any, history: Any, metrics: Any, stopping: dict[str, Any
     regime's stopping record when one stopped it. ``unlearn()`` and the bundle both build their record here."""
     config = trainer.unlearner.config
     after, retrained = metrics.latest, metrics.retrained
+    if stopping is not None:  # the labels no boundary target took (the regime's withdrawn classes)
+        stopping = {**stopping, "withdrawn_targets": list(trainer.unlearner.withdrawn_classes or [])}
     gap = retrain_gap(headline_rows(after), headline_rows(retrained)) if after and retrained else None
     return UnlearningResult(
         method=method_name(config), config=config.to_dict(), optimizer=optimizer_record(trainer.optimizer),

@@ -258,6 +258,7 @@ def unlearn(
         channels_last=channels_last,
         # label maps that do not fit fail before any evaluation (a regime's calibration checked the batch already)
         check_at_start=task == "segmentation" and regime is None,
+        withdrawn_classes=None if calibrated is None else calibrated.withdrawn_classes,
     )
     if progress and has_progress_bar:
         ProgressBar(persist=False, desc="unlearning").attach(trainer)

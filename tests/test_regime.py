@@ -42,8 +42,10 @@ class TestDecideRegime(unittest.TestCase):
         self.assertFalse(decision.requested)
 
     def test_segmentation(self):
-        self.assertEqual(decide_regime(task="segmentation", forget_classes=[2]).regime, "segmentation_class")
-        self.assertEqual(decide_regime(task="segmentation").regime, "segmentation_cases")
+        decision = decide_regime(task="segmentation", forget_classes=[2])
+        self.assertEqual((decision.regime, decision.withdrawn_labels), ("segmentation_class", [2]))
+        decision = decide_regime(task="segmentation")
+        self.assertEqual((decision.regime, decision.withdrawn_labels), ("segmentation_cases", []))
 
     def test_the_user_overrides_within_the_task(self):
         decision = decide_regime([1], [0, 1], requested="class")
@@ -167,6 +169,27 @@ class TestCalibratedStop(unittest.TestCase):
         self.assertEqual(trainer.state.epoch, 6)
         self.assertEqual(handler.record["best_iteration"], 4)  # pass 2 (two iterations a pass)
 
+    def test_a_withdrawn_class_run_stops_at_the_first_state_that_forgot_it_and_kept_retention(self):
+        # the regime's default (patience 0, repair_at_target): pass 1 forgets the class but loses held-out accuracy,
+        # pass 2 repairs it to within 0.02 of the original's 0.9: stop there, although pass 3 would raise the guard
+        # further (training the kept classes beyond what a model retrained without the class reaches)
+        scores, guards = [0.9, 0.4, 0.3, 0.3, 0.3], [0.9, 0.7, 0.89, 0.95, 0.96]
+        _, trainer, handler = self.make(scores, guard_values=guards, mode="reach", repair_at_target=True, epochs=4)
+        trainer.run()
+        self.assertEqual(trainer.state.epoch, 2)
+        self.assertEqual((handler.record["stopped"], handler.record["reached_at"]), ("target", 2))
+        self.assertEqual((handler.record["best_iteration"], handler.record["rewound"]), (4, False))
+        # without repair_at_target the first state that forgot the class stops the run, damaged or not
+        _, trainer, handler = self.make(scores, guard_values=guards, mode="reach", epochs=4)
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["best_iteration"]), (1, 2))
+        # a repair that never comes runs to the budget and keeps the reached state with the best guard
+        _, trainer, handler = self.make([0.9, 0.4, 0.3, 0.3, 0.3], guard_values=[0.9, 0.7, 0.8, 0.75, 0.6],
+                                        mode="reach", repair_at_target=True, epochs=4)
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["best_iteration"], handler.record["rewound"]),
+                         (4, 4, True))
+
     def test_a_partial_run_that_stops_coming_closer_ends_early_and_rewinds(self):
         # target 0.5: pass 1 comes closer (0.7), passes 2-3 drift away; with stall_limit 2 the run ends at pass 3
         # instead of using its budget of 6, and returns to pass 1
@@ -221,6 +244,46 @@ class TestRegimeInUnlearn(unittest.TestCase):
         self.assertEqual(stopping["tolerance"], 0.0)  # a withdrawn class is gone only when no forget item gets it
         self.assertEqual(result.after["forget"]["accuracy"], 0.0)
 
+    def test_boundary_targets_never_take_a_withdrawn_class(self):
+        # a search radius too small to cross the boundary: the paper's targets keep the true label (no flip), the
+        # default's regime gives the nearest class that stays instead
+        forget, remain, held_out = self.loaders(self.y[:72] == 2)
+        seen = {}
+
+        def record_targets(engine):
+            seen.setdefault(engine.state.epoch, []).append(engine.state.output["boundary_target"].clone())
+
+        for regime in ("fixed", "auto"):
+            revised = copy.deepcopy(self.net)
+            stop = None
+            if regime == "auto":
+                from monai_unlearn.core.boundary_search import frozen_reference
+                from monai_unlearn.handlers import regime_stop_handler
+                from monai_unlearn.metrics.headline import forget_scorer
+
+                stop, _ = regime_stop_handler("auto", frozen_reference(revised), revised, forget, remain, held_out,
+                                              "classification", None, "cpu", forget_scorer("classification", forget))
+                self.assertEqual(stop.withdrawn_classes, [2])
+            trainer = UnlearningTrainer("cpu", 1, forget, revised, torch.optim.SGD(revised.parameters(), lr=0.0),
+                                        config=PSGConfig(eps=1e-6, phi=0.0), decollate=False,
+                                        withdrawn_classes=None if stop is None else stop.withdrawn_classes)
+            seen.clear()
+            trainer.add_event_handler(Events.ITERATION_COMPLETED, record_targets)
+            trainer.run()
+            targets = torch.cat(seen[1])
+            if regime == "fixed":
+                self.assertTrue((targets == 2).all())  # nothing crossed: every target is the forgotten label
+            else:
+                self.assertFalse((targets == 2).any())
+                self.assertTrue(((targets >= 0) & (targets < 4)).all())
+        _, result = unlearn(self.net, forget, remain, val_loader=held_out, epochs=2, evaluate=False, progress=False)
+        self.assertEqual(result.stopping["withdrawn_targets"], [2])
+        mask = torch.zeros(72, dtype=torch.bool)
+        mask[:6] = True  # labels that stay: nothing is withdrawn
+        forget, remain, held_out = self.loaders(mask)
+        _, result = unlearn(self.net, forget, remain, val_loader=held_out, epochs=1, evaluate=False, progress=False)
+        self.assertEqual(result.stopping["withdrawn_targets"], [])
+
     def test_handlers_on_a_hand_built_engine_give_the_default_run(self):
         # a user who assembles the engine and handlers themselves gets the same default as unlearn(): the package
         # PSG parameters, the auto regime from regime_stop_handler and the same weights
@@ -239,7 +302,7 @@ class TestRegimeInUnlearn(unittest.TestCase):
         trainer = UnlearningTrainer(device="cpu", max_epochs=15, forget_data_loader=forget, network=revised,
                                     optimizer=torch.optim.SGD(revised.parameters(), lr=0.05, momentum=0.9),
                                     config=PSGConfig.package_default(), remain_data_loader=remain,
-                                    reference=reference, decollate=False,
+                                    reference=reference, decollate=False, withdrawn_classes=stop.withdrawn_classes,
                                     train_handlers=[UnlearningHistoryHandler(), stop])
         torch.manual_seed(0)
         trainer.run()
@@ -330,11 +393,13 @@ class TestBundleRegime(unittest.TestCase):
         self.assertEqual(record["stopping"]["stopped"], "target")
         self.assertLess(record["epochs"], 15)  # stopped when the class was gone, not after a fixed count
         self.assertLessEqual(record["after"]["forget"]["accuracy"], 0.01)
+        self.assertEqual(record["stopping"]["withdrawn_targets"], [2])  # the trainer got them from the regime
         # the log's decision is in the audit record and the audit report a reviewer signs
         audit = json.load(open(os.path.join(self.tmp, "out_class", "unlearning", "audit.json")))
         self.assertEqual(audit["parameters"]["regime"]["decision"]["regime"], "class")
         markdown = open(os.path.join(self.tmp, "out_class", "unlearning", "report.md")).read()
         self.assertIn("**Regime:** class (no kept item has label(s) [2]", markdown)
+        self.assertIn("no forgotten item was relabelled with a withdrawn label ([2])", markdown)
 
     def test_fixed_regime_runs_every_pass(self):
         summary = unlearn_from_parser(overlay_parser(self.zoo, forget="label=2", output_dir=os.path.join(

@@ -56,6 +56,33 @@ class TestBoundaryTargets(unittest.TestCase):
         if mode == "soft":
             self.assertTrue(torch.allclose(target.sum(1), torch.ones(2, 6, 6)))
 
+    @parameterized.expand([("hard",), ("soft",), ("topk",)])
+    def test_excluded_classes_are_never_targets(self, mode):
+        # a withdrawn class: where the boundary point still favours it, the target is the best class that stays
+        logits = torch.tensor([[5.0, 1.0, 2.0, 0.0], [0.0, 4.0, 3.0, 1.0], [1.0, 0.0, 0.5, 6.0]])
+        excluded = torch.tensor([0, 3])
+        target = boundary_targets(logits, mode, top_k=2, excluded_classes=excluded)
+        hard = target if mode == "hard" else target.argmax(1)
+        self.assertEqual(hard.tolist(), [2, 1, 2])
+        if mode != "hard":
+            self.assertTrue(torch.equal(target[:, excluded], torch.zeros(3, 2)))
+            self.assertTrue(torch.allclose(target.sum(1), torch.ones(3)))
+        unchanged = boundary_targets(logits, mode, top_k=2)  # without exclusions the boundary label stands
+        self.assertEqual((unchanged if mode == "hard" else unchanged.argmax(1)).tolist(), [0, 1, 3])
+
+    def test_excluded_classes_with_a_voxel_mask(self):
+        logits = torch.zeros(1, 3, 2, 2)
+        logits[:, 2] = 5.0  # the withdrawn class 2 wins everywhere at the boundary point
+        logits[:, 1] = 1.0
+        labels = torch.tensor([[[2, 0], [2, 1]]])
+        target = boundary_targets(logits, "hard", label_index=labels, mask=labels == 2,
+                                  excluded_classes=torch.tensor([2]))
+        self.assertEqual(target.tolist(), [[[1, 0], [1, 1]]])  # forgotten voxels move, the others keep their label
+
+    def test_every_class_excluded(self):
+        with self.assertRaisesRegex(ValueError, "at least one class must stay"):
+            boundary_targets(self.logits, "hard", excluded_classes=torch.arange(4))
+
     def test_mask_needs_labels(self):
         with self.assertRaisesRegex(ValueError, "label_index"):
             boundary_targets(torch.randn(2, 3, 4, 4), mask=torch.ones(2, 4, 4, dtype=torch.bool))

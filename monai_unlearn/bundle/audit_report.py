@@ -117,7 +117,10 @@ def render_audit_markdown(
                       f"{_fmt(calibration.get('target'))}, estimated without a retrained model from "
                       f"{stopping.get('held_out') or 'the data given'}; the run stopped {stopped}"
                       f"{' and was rewound to its best state' if stopping.get('rewound') else ''}."]
-        notes = calibration.get("notes") or []
+        notes = list(calibration.get("notes") or [])
+        if stopping.get("withdrawn_targets"):
+            notes.append(f"no forgotten item was relabelled with a withdrawn label ({stopping['withdrawn_targets']}): "
+                         "where the boundary search did not cross, the target was the nearest label that stays")
         lines += ([""] + [f"- {note}" for note in notes]) if notes else []
     lines += ["", "## Evidence", ""]
     lines += _table(["model", "forget", "remain", "test", "MIA mean", "MIA std"], _metrics_rows(record))

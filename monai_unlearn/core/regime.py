@@ -33,7 +33,8 @@ class RegimeDecision:
     Attributes:
         regime: one of ``REGIMES``.
         reason: a sentence for the log, the report and the audit.
-        withdrawn_labels: forgotten labels that no kept item has (classification).
+        withdrawn_labels: forgotten labels that no kept item has (classification), or the label classes withdrawn
+            voxel by voxel (segmentation).
         shared_labels: forgotten labels that kept items still have (classification).
         requested: whether the user set the regime rather than it being decided from the data.
     """
@@ -80,11 +81,12 @@ def decide_regime(
         decided = "segmentation_class" if forget_classes else "segmentation_cases"
         reason = (f"label class(es) {sorted(int(c) for c in forget_classes)} are withdrawn voxel by voxel"
                   if forget_classes else "whole cases are withdrawn from a segmenter")
+        withdrawn = sorted({int(c) for c in forget_classes}) if forget_classes else []
         if requested is not None:
             if not requested.startswith("segmentation"):
                 raise ValueError(f"regime {requested!r} is for classification; this bundle is a segmenter.")
-            return RegimeDecision(requested, f"set by the user ({reason})", requested=True)
-        return RegimeDecision(decided, reason)
+            return RegimeDecision(requested, f"set by the user ({reason})", withdrawn, requested=True)
+        return RegimeDecision(decided, reason, withdrawn)
     forget = [int(c) for c in (forget_labels or [])]
     if not forget:
         raise ValueError("deciding the regime needs the forget items' labels.")

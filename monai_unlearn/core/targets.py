@@ -15,6 +15,7 @@ def boundary_targets(
     top_k: int = 2,
     label_index: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    excluded_classes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Targets for the forget samples from the reference's logits at the boundary point.
 
@@ -23,6 +24,11 @@ def boundary_targets(
     When ``mask`` is given (segmentation, forgetting one label class), only masked voxels take the boundary
     target; every other voxel keeps its own label from ``label_index`` (one-hot for soft targets).
 
+    ``excluded_classes`` are classes no boundary target may take: classes withdrawn from the model, which a model
+    retrained without them never predicts. Their logits are left out before the argmax or softmax, so a search
+    that did not cross the boundary still gives the nearest class that stays (the one whose boundary the search
+    came closest to) instead of the withdrawn label itself, which would teach the class back.
+
     Args:
         boundary_logits: reference logits at the boundary, ``(B, C)`` or ``(B, C, *spatial)``.
         mode: ``"hard"``, ``"soft"`` or ``"topk"``.
@@ -30,18 +36,25 @@ def boundary_targets(
         top_k: number of classes kept by ``"topk"``.
         label_index: the true labels as indices; required with ``mask``.
         mask: optional boolean ``(B, *spatial)`` of the elements that take boundary targets.
+        excluded_classes: optional ``long`` indices of classes no target may take (on the logits' device).
 
     Returns:
         ``long`` indices ``(B, *spatial)`` for ``hard``; probabilities ``(B, C, *spatial)`` summing to one over
         the class dimension otherwise.
 
     Raises:
-        ValueError: for an unknown mode, a ``top_k`` above the number of classes, or a mask without labels.
+        ValueError: for an unknown mode, a ``top_k`` above the number of classes, a mask without labels, or
+            every class excluded.
     """
     num_classes = boundary_logits.shape[1]
     if mask is not None and label_index is None:
         raise ValueError("a target mask needs the true labels (label_index) for the elements it leaves out.")
     logits = boundary_logits.detach().float()
+    if excluded_classes is not None and excluded_classes.numel():
+        if excluded_classes.numel() >= num_classes:
+            raise ValueError(f"every one of the {num_classes} classes is excluded from the targets: at least one "
+                             "class must stay.")
+        logits = logits.index_fill(1, excluded_classes, float("-inf"))
     if mode == "hard":
         target = logits.argmax(dim=1)
         return target if mask is None else torch.where(mask, target, label_index)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -45,6 +46,9 @@ class PSGUnlearner:
         reference: the frozen original model; a frozen deep copy of ``model`` is taken when ``None``.
         amp: mixed precision on CUDA (autocast plus a gradient scaler); ignored on CPU.
         total_iterations: the planned number of steps, used by the ``linear`` lambda schedule.
+        withdrawn_classes: classes withdrawn from the model: no boundary target takes them (see
+            ``boundary_targets``' ``excluded_classes``). ``None`` reads the targets off the boundary point as the
+            paper does.
 
     Example::
 
@@ -62,6 +66,7 @@ class PSGUnlearner:
         reference: torch.nn.Module | None = None,
         amp: bool = False,
         total_iterations: int | None = None,
+        withdrawn_classes: Sequence[int] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -72,6 +77,16 @@ class PSGUnlearner:
         self.iteration = 0
         self.search = PSGBoundarySearch(self.reference, self.config, amp=amp)
         self.scaler = torch.amp.GradScaler("cuda") if amp and torch.cuda.is_available() else None
+        self.withdrawn_classes = sorted({int(c) for c in withdrawn_classes}) if withdrawn_classes else None
+        self._excluded: torch.Tensor | None = None
+
+    def _excluded_classes(self, device: torch.device) -> torch.Tensor | None:
+        """``withdrawn_classes`` as an index tensor on ``device`` (made once per device)."""
+        if not self.withdrawn_classes:
+            return None
+        if self._excluded is None or self._excluded.device != device:
+            self._excluded = torch.as_tensor(self.withdrawn_classes, dtype=torch.long, device=device)
+        return self._excluded
 
     def _autocast(self, device: torch.device):
         if self.amp and device.type == "cuda":
@@ -91,7 +106,8 @@ class PSGUnlearner:
         label_index = label_index_for_image(forget_label, forget_image)
         found = self.search(forget_image, label_index, lam=self.current_lambda(), mask=mask)
         cfg = self.config
-        target = boundary_targets(found.boundary_logits, cfg.target, cfg.temperature, cfg.top_k, label_index, mask)
+        target = boundary_targets(found.boundary_logits, cfg.target, cfg.temperature, cfg.top_k, label_index, mask,
+                                  self._excluded_classes(forget_image.device))
         return target, label_index
 
     def compute_losses(

@@ -132,6 +132,10 @@ class UnlearningTrainer(Trainer):
         check_at_start: check the first forget batch against the network at ``Events.STARTED``, before any
             handler evaluates anything (label maps and classes that do not fit fail at once). It reads one extra
             batch from the forget loader; otherwise the check runs on the first iteration's batch.
+        withdrawn_classes: classes withdrawn from the model (no kept item has them): no boundary target takes
+            them, so a forget item whose search did not cross the boundary moves toward the nearest class that
+            stays instead of keeping its label. ``regime_stop_handler`` finds them (its handler's
+            ``withdrawn_classes``); ``None`` uses the boundary point's label as the paper does.
 
     Raises:
         ValueError: when ``config.phi > 0`` but no remain loader is given, ``max_epochs < 1``, or both
@@ -178,6 +182,7 @@ class UnlearningTrainer(Trainer):
         remain_ignore_forget_classes: bool = True,
         channels_last: bool = False,
         check_at_start: bool = False,
+        withdrawn_classes: Sequence[int] | None = None,
     ) -> None:
         config = as_psg_config(config)
         if max_epochs < 1:
@@ -217,7 +222,8 @@ class UnlearningTrainer(Trainer):
         self._classes: torch.Tensor | None = None
         length = self.state.epoch_length
         total = None if length is None else int(max_epochs) * int(length)
-        self.unlearner = PSGUnlearner(network, optimizer, config, reference=reference, amp=amp, total_iterations=total)
+        self.unlearner = PSGUnlearner(network, optimizer, config, reference=reference, amp=amp, total_iterations=total,
+                                      withdrawn_classes=withdrawn_classes)
         self.state.unlearning_config = config.to_dict()
         self.scaler = self.unlearner.scaler  # the gradient scaler in use, for handlers and checkpoints
         self._remain_iter: Iterator[Any] | None = None

@@ -44,10 +44,10 @@ class CalibratedStopHandler:
 
     - ``mode="reach"`` (a withdrawn class: the target is a bound that must be met): a state that meets the target
       is best, since forgetting is required; before one does, the admissible state closest to the target is.
-      With ``patience > 0`` the run goes on after the target is met while the guard still improves (the remain
-      term repairs retention), and stops after ``patience`` checks without improvement once the best state is
-      admissible (while it is not, the run goes on to its budget); the best state is then the one that meets the
-      target with the highest guard.
+      Once the target is met the run stops when the best state is admissible and ``patience`` checks (0: none)
+      brought no higher guard; while the best state is not admissible, with ``repair_at_target`` (or
+      ``patience > 0``) the run goes on while the remain term repairs retention, to its budget at most, and
+      without it stops at once. The best state is the one that meets the target with the highest guard.
     - ``mode="closest"`` (partial forgetting: the target is a level to match, overshooting it over-forgets): the
       admissible state whose score is closest to the target is best, the original included, so a run that only
       damages retention or jumps far below the target returns to a better state. With ``stall_limit`` a run that
@@ -61,6 +61,10 @@ class CalibratedStopHandler:
     ``engine.state.metrics`` receives ``metric_name`` and ``"guard"``; the epoch's record in
     ``engine.state.pass_history`` gets them too. After the run, ``self.record`` says what happened.
 
+    ``withdrawn_classes`` is data for the trainer, not used by the checks: the classes the regime found withdrawn
+    (``regime_stop_handler`` sets it), to give to ``UnlearningTrainer(withdrawn_classes=...)`` so that no boundary
+    target takes them. ``unlearn()`` and the bundle's ``unlearn#trainer`` do.
+
     Args:
         score_fn: ``callable(network) -> float``, the forget score (lower is more forgotten).
         target: the score to reach.
@@ -73,13 +77,16 @@ class CalibratedStopHandler:
         network: the module to score and rewind; ``None`` uses ``engine.network``.
         metric_name: the key of the score in ``engine.state.metrics``.
         mode: ``"reach"`` or ``"closest"`` (see above).
-        patience: ``"reach"`` mode: checks without a better guard to wait for after the target is met.
+        patience: ``"reach"`` mode: checks without a better guard to wait for after the target is met in an
+            admissible state (0: stop there).
         stall_limit: ``"closest"`` mode: stop after this many checks in a row without a state closer to the target
             (``record["stopped"] == "no_progress"``; 0: never, the budget decides).
-        repair_at_target: ``"closest"`` mode: a state at the target that lost retention does not stop the run,
-            and such a check whose guard is the best of them so far counts as coming closer (retention is being
-            repaired). For a retired source unlike every kept one, which is first forgotten together with what
-            resembles it; off, the target stops the run in any state (and the rewind returns to the best one).
+        repair_at_target: a state at the target that lost retention does not stop the run. ``"closest"`` mode:
+            such a check whose guard is the best of them so far counts as coming closer (retention is being
+            repaired); for a retired source unlike every kept one, which is first forgotten together with what
+            resembles it. ``"reach"`` mode: the run goes on until a state meets the target with retention kept.
+            Off, the target stops the run in any state (and the rewind returns to the best one).
+        withdrawn_classes: the classes the regime withdrew, for the trainer (see above); ``None``: none.
         name: logger name; ``None`` uses the engine's logger.
 
     Raises:
@@ -102,6 +109,7 @@ class CalibratedStopHandler:
         patience: int = 0,
         stall_limit: int = 0,
         repair_at_target: bool = False,
+        withdrawn_classes: Sequence[int] | None = None,
         name: str | None = None,
     ) -> None:
         if mode not in ("reach", "closest"):
@@ -110,6 +118,7 @@ class CalibratedStopHandler:
         self.patience = int(patience)
         self.stall_limit = int(stall_limit)
         self.repair_at_target = bool(repair_at_target)
+        self.withdrawn_classes = sorted({int(c) for c in withdrawn_classes}) if withdrawn_classes else None
         self._stalls = 0
         self._repair_guard = float("-inf")
         if int(interval) != interval or interval < 1:
@@ -204,22 +213,11 @@ class CalibratedStopHandler:
         logger = self.logger if self.logger is not None else engine.logger
         logger.info(f"CalibratedStopHandler: {self.metric_name} {score:.4f} (target {self.target:.4f})"
                     + (f", guard {guard:.4f}" if guard is not None else "") + f" at iteration {iteration}")
-        if self.mode == "reach" and self.record.get("reached_at") is not None:
-            # patience runs out only once the best state also kept retention: until then the remain term is
-            # still repairing what forgetting cost, and the run goes on (to its budget at most)
-            self._stalls = 0 if improved or not self._best_admissible else self._stalls + 1
-            if self._stalls >= self.patience:
-                logger.info(f"CalibratedStopHandler: no better state for {self.patience} check(s) after the target; "
-                            "stopping.")
-                self.record["terminated"] = True
-                engine.terminate()
-        elif reached and (admissible or self.mode == "reach" or not self.repair_at_target):
+        if self.mode == "reach":
+            self._after_check_reach(engine, reached, improved, logger)
+        elif reached and (admissible or not self.repair_at_target):
             self.record["stopped"] = "target"
             self.record["reached_at"] = iteration
-            if self.mode == "reach" and self.patience > 0:
-                logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; going on while "
-                            "the guard improves.")
-                return
             logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; stopping.")
             self.record["terminated"] = True
             engine.terminate()
@@ -239,6 +237,33 @@ class CalibratedStopHandler:
                 self.record["stopped"] = "no_progress"
                 self.record["terminated"] = True
                 engine.terminate()
+
+    def _after_check_reach(self, engine: Engine, reached: bool, improved: bool, logger: logging.Logger) -> None:
+        """``"reach"`` mode: once the target is met, stop when the best state kept retention and ``patience`` checks
+        brought no better one; while the best state has not kept it, go on if retention may still be repaired."""
+        first = reached and self.record.get("reached_at") is None
+        if first:
+            self.record["stopped"] = "target"
+            self.record["reached_at"] = engine.state.iteration
+        if self.record.get("reached_at") is None:
+            return
+        if not self._best_admissible and (self.repair_at_target or self.patience > 0):
+            # the remain term is still repairing what forgetting cost: go on (to the budget at most)
+            self._stalls = 0
+            if first:
+                logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; going on while "
+                            "retention is repaired.")
+            return
+        self._stalls = 0 if first or improved else self._stalls + 1
+        if self._stalls >= self.patience:
+            logger.info("CalibratedStopHandler: target reached" + (
+                f"; no better state for {self.patience} check(s) after it" if self.patience else "")
+                + f" at epoch {engine.state.epoch}; stopping.")
+            self.record["terminated"] = True
+            engine.terminate()
+        elif first:
+            logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; going on while the "
+                        "guard improves.")
 
     def _completed(self, engine: Engine) -> None:
         if self._best is None:
@@ -261,7 +286,7 @@ def regime_stop_handler(
     forget_score_fn: Callable[[torch.nn.Module], float], check_every: int | None = None, rewind: bool = True,
     prepare_batch: Callable = default_prepare_batch, amp: bool = False, num_classes: int | None = None,
     roi_size: Any = None,
-    patience: int = 2,
+    patience: int = 0,
     stall_limit: int = 4,
     forget_labels: Sequence[int] | None = None,
     remain_labels: Sequence[int] | None = None,
@@ -288,7 +313,9 @@ def regime_stop_handler(
             one (``default_check_interval``).
         rewind: return to the best state at the end.
         prepare_batch, amp, num_classes, roi_size: as for the evaluation.
-        patience: withdrawn classes: checks to go on after the target while held-out accuracy improves.
+        patience: withdrawn classes: checks to go on after the target is met with retention kept, while held-out
+            accuracy improves (0: stop at the first such state; going further trains the kept classes beyond what
+            a model retrained without the class reaches).
         stall_limit: partial forgetting and cases: checks in a row without coming closer to the target before the
             run stops (and rewinds to the closest state).
         forget_labels, remain_labels: classification: the items' classes when the caller knows them (a bundle's
@@ -360,9 +387,12 @@ def regime_stop_handler(
         forget_score_fn, calibration["target"], guard_fn=guard_fn, tolerance=tolerance, rewind=rewind,
         network=revised, interval=check_every or 1, epoch_level=check_every is None, mode=mode, patience=patience,
         stall_limit=stall_limit if mode == "closest" else 0,
-        # a retired source unlike the kept ones is first forgotten together with what resembles it: go on while the
-        # remain term repairs retention at the target (elsewhere such a repair does not come, and would cost passes)
-        repair_at_target=bool((calibration.get("transfer") or {}).get("applies")))
+        # a withdrawn class: a state that forgot it but lost retention is repaired by the remain term before the run
+        # stops; partial: only for a source unlike the kept ones, which is first forgotten together with what
+        # resembles it (elsewhere such a repair does not come, and would cost passes)
+        repair_at_target=mode == "reach" or bool((calibration.get("transfer") or {}).get("applies")),
+        # no forget item may be moved into a class that is withdrawn: a retrained model never predicts it
+        withdrawn_classes=decision.withdrawn_labels)
     return handler, {"regime": decision.to_dict(), "calibration": calibration, "check_every": check_every}
 
 
