@@ -51,6 +51,15 @@ class TestOverrideById(ComponentsCase):
     def test_the_bundle_link_is_the_packaged_overlay(self):
         self.assertEqual(os.path.realpath(UNLEARN_CONFIG), os.path.realpath(OVERLAY_CONFIG))
 
+    def test_the_regimes_withdrawn_classes_reach_the_trainer_and_can_be_switched_off(self):
+        parser, summary = self.run_overlay("withdrawn", unlearn_regime="auto")
+        self.assertEqual(parser.get_parsed_content("unlearn#trainer").unlearner.withdrawn_classes, [2])
+        self.assertEqual(summary["record"]["stopping"]["withdrawn_targets"], [2])
+        parser, summary = self.run_overlay("paper_targets", unlearn_regime="auto",
+                                           **{"unlearn#trainer#withdrawn_classes": None})
+        self.assertIsNone(parser.get_parsed_content("unlearn#trainer").unlearner.withdrawn_classes)
+        self.assertEqual(summary["record"]["stopping"]["withdrawn_targets"], [])
+
     def test_learning_rate_by_id_and_optimizer_swapped_by_one_override(self):
         parser, summary = self.run_overlay("rmsprop", **{"unlearn#optimizer#_target_": "torch.optim.RMSprop",
                                                          "unlearn#optimizer#lr": 0.0005})

@@ -87,6 +87,19 @@ class TestPSGUnlearningHandler(unittest.TestCase):
         # every forget sample is class 1; across the boundary the reference predicts class 0
         self.assertTrue(all(torch.equal(label, torch.zeros(4, dtype=torch.long)) for label in labels))
 
+    def test_a_withdrawn_class_is_never_a_target(self):
+        # a search radius too small to cross: without withdrawn classes the labels stay 1, with class 1 withdrawn
+        # the nearest class that stays (0, the toy's only other class) is the target
+        for withdrawn, expected in ((None, 1), ([1], 0)):
+            trainer = supervised(trained_toy_net(), self.forget, decollate=False)
+            PSGUnlearningHandler(PSGConfig(eps=1e-6, value_range=None, phi=0.0),
+                                 withdrawn_classes=withdrawn).attach(trainer)
+            labels = []
+            trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED,
+                                      lambda e: labels.append(e.state.output[Keys.LABEL]))
+            trainer.run()
+            self.assertTrue(all(torch.equal(label, torch.full((4,), expected)) for label in labels), withdrawn)
+
     def test_forget_accuracy_drops_and_remain_kept(self):
         net = trained_toy_net()
         handler = PSGUnlearningHandler(PSGConfig(eps=3.0, value_range=None, phi=1.0), remain_data_loader=self.remain)

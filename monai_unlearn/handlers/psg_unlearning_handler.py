@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -65,6 +65,8 @@ class PSGUnlearningHandler:
         reference: the frozen original model; snapshotted from ``engine.network`` at the first start when ``None``.
         forget_mask_fn: optional ``callable(image, label) -> bool mask (B, *spatial)``: the voxels to forget
             (segmentation); other voxels keep their labels.
+        withdrawn_classes: classes withdrawn from the model, which no boundary target takes (as
+            ``UnlearningTrainer``'s; ``regime_stop_handler`` finds them). ``None``: the paper's targets.
 
     Raises:
         ValueError: when ``phi > 0`` and no remain loader is given.
@@ -83,8 +85,10 @@ class PSGUnlearningHandler:
         remain_data_loader: Iterable | None = None,
         reference: torch.nn.Module | None = None,
         forget_mask_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        withdrawn_classes: Sequence[int] | None = None,
     ) -> None:
         self.config = as_psg_config(config)
+        self.withdrawn_classes = withdrawn_classes
         if self.config.phi > 0 and remain_data_loader is None:
             raise ValueError("config.phi > 0 needs a remain_data_loader; pass one or set phi=0.")
         self.remain_data_loader = remain_data_loader
@@ -151,6 +155,7 @@ class PSGUnlearningHandler:
                 reference=self.reference,
                 amp=bool(getattr(engine, "amp", False)),
                 total_iterations=total,
+                withdrawn_classes=self.withdrawn_classes,
             )
         engine.state.unlearning_config = self.config.to_dict()
         self._original_prepare_batch = engine.prepare_batch
