@@ -427,6 +427,29 @@ def figure(summary, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _scores(row: dict[str, Any]) -> tuple:
+    return tuple(row.get(k) for k in GAP_KEYS)
+
+
+def merge_runs(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of several benchmark records as one list, in scenario order: a later file's method rows replace an
+    earlier one's for the same scenario and seed, unless the later file has another original model there (its
+    scores differ: trained on another machine), in which case the later run replaces that scenario and seed whole.
+    Each row's time over retraining stays relative to the retraining of the run it was measured in."""
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    for run in (copy.deepcopy(run) for part in parts for run in part["runs"]):
+        key = (run["scenario"], run["seed"])
+        if key in merged and _scores(merged[key]["rows"]["original"]) != _scores(run["rows"]["original"]):
+            print(f"merge: {key} has another original model in a later file; its earlier rows are dropped")
+            merged[key] = run
+        elif key in merged:
+            merged[key]["rows"].update({k: v for k, v in run["rows"].items() if k not in ("original", "retrain")})
+        else:
+            merged[key] = run
+    order = {name: i for i, name in enumerate(SCENARIOS)}
+    return sorted(merged.values(), key=lambda r: (order[r["scenario"]], r["seed"]))
+
+
 def main(argv=None) -> dict[str, Any]:
     args = parse(argv)
     torch.set_num_threads(args.threads)
@@ -436,15 +459,7 @@ def main(argv=None) -> dict[str, Any]:
     start = time.perf_counter()
     if args.merge:
         parts = [json.loads(path.read_text()) for path in args.merge]
-        merged: dict[tuple[str, int], dict[str, Any]] = {}
-        for run in (run for part in parts for run in part["runs"]):  # a later file's rows replace an earlier one's
-            key = (run["scenario"], run["seed"])
-            if key in merged:
-                merged[key]["rows"].update({k: v for k, v in run["rows"].items() if k not in ("original", "retrain")})
-            else:
-                merged[key] = run
-        order = {name: i for i, name in enumerate(SCENARIOS)}
-        runs = sorted(merged.values(), key=lambda r: (order[r["scenario"]], r["seed"]))
+        runs = merge_runs(parts)
         info = {"merged": [{"file": str(path), "command": part["command"], "machine": part["machine"],
                             "wall_time_s": part["wall_time_s"]} for path, part in zip(args.merge, parts)]}
     else:

@@ -161,3 +161,29 @@ class TestScenariosQuick(unittest.TestCase):
                 self.assertGreaterEqual(row["gap"], 0.0)
                 self.assertGreater(row["time_frac"], 0.0)
         self.assertEqual(set(data["summary"]), set(runs))
+
+
+class TestScenarioMerge(unittest.TestCase):
+    def test_later_rows_replace_earlier_ones_unless_the_original_differs(self):
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        try:
+            from scenarios import merge_runs
+        finally:
+            sys.path.remove(str(ROOT / "benchmarks"))
+
+        def run(scenario, seed, original, trained_in=10.0, **rows):
+            return {"scenario": scenario, "seed": seed,
+                    "rows": {"original": {"forget": original, "time_s": trained_in}, "retrain": {"forget": 0.0}, **rows}}
+
+        first = {"runs": [run("slices_lung2", 0, 0.9, salun={"gap": 0.5}, psg_default={"gap": 0.2}),
+                          run("fmnist_class0", 0, 0.9, salun={"gap": 0.1})]}
+        # the same original model (loaded from a cache: another training time, the same scores): rows merged;
+        # another original (other scores): the later run replaces the earlier one whole
+        later = {"runs": [run("slices_lung2", 0, 0.9, trained_in=12.0, psg_default={"gap": 0.1}),
+                          run("fmnist_class0", 0, 0.8, psg_default={"gap": 0.3})]}
+        merged = merge_runs([first, later])
+        self.assertEqual([(r["scenario"], r["seed"]) for r in merged], [("fmnist_class0", 0), ("slices_lung2", 0)])
+        self.assertEqual(merged[1]["rows"]["salun"], {"gap": 0.5})
+        self.assertEqual(merged[1]["rows"]["psg_default"], {"gap": 0.1})
+        self.assertEqual(set(merged[0]["rows"]), {"original", "retrain", "psg_default"})  # SalUn's earlier row dropped
+        self.assertEqual(first["runs"][0]["rows"]["psg_default"], {"gap": 0.2})  # the inputs are not changed
