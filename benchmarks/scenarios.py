@@ -95,6 +95,9 @@ def parse(argv=None):
     p.add_argument("--width", type=float, default=0.25, help="AllCNN width")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "scenarios")
+    p.add_argument("--fresh-retrain", action="store_true",
+                   help="retrain the reference model even when it is cached, so that time / retrain compares times "
+                        "measured under the same machine load")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--tag", default=None, help="name of the output files (default scenarios[_quick])")
     p.add_argument("--default-overrides", type=json.loads, default=None,
@@ -251,7 +254,7 @@ def train_models(args, scenario: str, seed: int, data: dict[str, Any]) -> dict[s
                                        f"{len(data['train'])}_original.pt", build, fit(data["train"], 0),
                                        {**meta, "scenario": base, "n_forget": None})
     retrained, r_info, cached = cached_model(stem.with_name(stem.name + "_retrained.pt"), build,
-                                             fit(data["remain"], 1, ignore), meta)
+                                             fit(data["remain"], 1, ignore), meta, refresh=args.fresh_retrain)
     return {"original": original, "retrained": retrained, "train_time_s": o_info["time_s"],
             "retrain_time_s": r_info["time_s"], "retrain_cached": cached}
 

@@ -192,6 +192,9 @@ class TestUnlearningTrainer(unittest.TestCase):
         trainer = make_trainer(trained_toy_net(), bad, None, PSGConfig(phi=0.0))
         with self.assertRaisesRegex(ValueError, r"forget labels range from 5 to 5, but the network predicts 2"):
             trainer.run()
+        trainer = make_trainer(trained_toy_net(), self.forget, None, PSGConfig(phi=0.0), withdrawn_classes=[5])
+        with self.assertRaisesRegex(ValueError, r"cannot forget class\(es\) \[5\]: the network outputs 2 classes"):
+            trainer.run()
         bad_remain = DataLoader(TensorDataset(image, torch.full((8,), -1)), batch_size=4)
         trainer = make_trainer(trained_toy_net(), self.forget, bad_remain, PSGConfig(phi=1.0))
         with self.assertRaisesRegex(ValueError, "remain labels"):

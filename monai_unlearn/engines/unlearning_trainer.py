@@ -267,7 +267,12 @@ class UnlearningTrainer(Trainer):
 
     def _check_first_forget_batch(self, engine: Engine) -> None:
         image, label = self._prepare(next(iter(self.data_loader)), "forget")
-        validate_first_batch(self.unlearner.reference, image, label, "forget", self.forget_classes)
+        validate_first_batch(self.unlearner.reference, image, label, "forget", self._classes_to_check())
+
+    def _classes_to_check(self) -> list[int] | None:
+        """The label classes the network must output: those forgotten voxel by voxel and those withdrawn."""
+        classes = set(self.forget_classes or []) | set(self.unlearner.withdrawn_classes or [])
+        return sorted(classes) if classes else None
 
     def _start_remain_pass(self, engine: Engine) -> None:
         """A fresh pass over the remain data with each epoch (shuffled anew by a ``DistributedSampler``)."""
@@ -335,7 +340,8 @@ class UnlearningTrainer(Trainer):
         if engine.unlearner.config.phi > 0:
             remain_image, remain_label = engine._next_remain()
         if not engine._checked:
-            validate_first_batch(engine.unlearner.reference, forget_image, forget_label, "forget", engine.forget_classes)
+            validate_first_batch(engine.unlearner.reference, forget_image, forget_label, "forget",
+                                 engine._classes_to_check())
             if remain_image is not None:
                 validate_first_batch(engine.unlearner.reference, remain_image, remain_label, "remain")
             engine._checked = True
