@@ -436,14 +436,17 @@ def _scores(row: dict[str, Any]) -> tuple:
 
 def merge_runs(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The runs of several benchmark records as one list, in scenario order: a later file's method rows replace an
-    earlier one's for the same scenario and seed, unless the later file has another original model there (its
-    scores differ: trained on another machine), in which case the later run replaces that scenario and seed whole.
+    earlier one's for the same scenario and seed, unless the later file has another original or retrained model
+    there (its scores differ: trained on another machine), in which case the later run replaces that scenario and
+    seed whole.
     Each row's time over retraining stays relative to the retraining of the run it was measured in."""
     merged: dict[tuple[str, int], dict[str, Any]] = {}
     for run in (copy.deepcopy(run) for part in parts for run in part["runs"]):
         key = (run["scenario"], run["seed"])
-        if key in merged and _scores(merged[key]["rows"]["original"]) != _scores(run["rows"]["original"]):
-            print(f"merge: {key} has another original model in a later file; its earlier rows are dropped")
+        if key in merged and any(_scores(merged[key]["rows"][m]) != _scores(run["rows"][m]) for m in ("original",
+                                                                                                   "retrain")):
+            print(f"merge: {key} has another original or retrained model in a later file; its earlier rows are "
+                  "dropped")
             merged[key] = run
         elif key in merged:
             merged[key]["rows"].update({k: v for k, v in run["rows"].items() if k not in ("original", "retrain")})

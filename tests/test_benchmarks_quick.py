@@ -164,7 +164,7 @@ class TestScenariosQuick(unittest.TestCase):
 
 
 class TestScenarioMerge(unittest.TestCase):
-    def test_later_rows_replace_earlier_ones_unless_the_original_differs(self):
+    def test_later_rows_replace_earlier_ones_unless_a_model_differs(self):
         sys.path.insert(0, str(ROOT / "benchmarks"))
         try:
             from scenarios import merge_runs
@@ -187,3 +187,8 @@ class TestScenarioMerge(unittest.TestCase):
         self.assertEqual(merged[1]["rows"]["psg_default"], {"gap": 0.1})
         self.assertEqual(set(merged[0]["rows"]), {"original", "retrain", "psg_default"})  # SalUn's earlier row dropped
         self.assertEqual(first["runs"][0]["rows"]["psg_default"], {"gap": 0.2})  # the inputs are not changed
+        # another retrained model (its gaps are to another reference): replaced whole too
+        other = run("slices_lung2", 0, 0.9, psg_default={"gap": 0.4})
+        other["rows"]["retrain"]["forget"] = 0.1
+        merged = merge_runs([first, {"runs": [other]}])
+        self.assertEqual(set(merged[1]["rows"]), {"original", "retrain", "psg_default"})
