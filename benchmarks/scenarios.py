@@ -233,13 +233,15 @@ def train_models(args, scenario: str, seed: int, data: dict[str, Any]) -> dict[s
     seg = scenario.startswith("seg")
     build = segmentation_network if seg else (lambda: allcnn(args.width, num_classes=data["num_classes"]))
     meta = {"scenario": scenario, "seed": seed, "epochs": data["epochs"], "n_train": len(data["train"]),
-            "n_forget": len(data["forget"]), "width": None if seg else args.width}
+            "n_forget": len(data["forget"]), "width": None if seg else args.width,
+            **({"init": "seeded"} if seg else {})}  # segmenters cached before 2026-12-07 had unseeded weights
     ignore = tuple(data.get("forget_classes") or ())
 
     def fit(dataset, offset: int, classes: tuple[int, ...] = ()):
         def train(model):
-            if seg:
-                model, seconds = _train_segmenter(model, dataset, data["epochs"], seed + offset, classes)
+            if seg:  # initial weights from the seed, not from whatever the process drew before
+                torch.manual_seed(seed + offset)
+                model, seconds = _train_segmenter(build(), dataset, data["epochs"], seed + offset, classes)
                 return model, {"time_s": seconds}
             torch.manual_seed(seed + offset)
             model, result = run_method("retrain", model, None, loader(dataset, data["batch_size"], True, seed + offset),
