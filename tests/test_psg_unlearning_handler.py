@@ -99,6 +99,10 @@ class TestPSGUnlearningHandler(unittest.TestCase):
                                       lambda e: labels.append(e.state.output[Keys.LABEL]))
             trainer.run()
             self.assertTrue(all(torch.equal(label, torch.full((4,), expected)) for label in labels), withdrawn)
+        trainer = supervised(trained_toy_net(), self.forget, decollate=False)
+        PSGUnlearningHandler(PSGConfig(phi=0.0), withdrawn_classes=[7]).attach(trainer)
+        with self.assertRaisesRegex(ValueError, r"cannot forget class\(es\) \[7\]: the network outputs 2 classes"):
+            trainer.run()
 
     def test_forget_accuracy_drops_and_remain_kept(self):
         net = trained_toy_net()

@@ -189,7 +189,7 @@ class PSGUnlearningHandler:
         if unlearner is None:
             raise RuntimeError("PSGUnlearningHandler is not installed: the engine has not started.")
         if not self._checked:
-            validate_first_batch(unlearner.reference, image, label, "forget")
+            validate_first_batch(unlearner.reference, image, label, "forget", unlearner.withdrawn_classes)
             self._checked = True
         mask = self.forget_mask_fn(image, label) if self.forget_mask_fn is not None else None
         target, label_index = unlearner.forget_targets(image, label, mask)
