@@ -79,9 +79,9 @@ def decide_regime(
         raise ValueError(f"unknown regime {requested!r}; choose one of {REGIMES} (or leave it to be decided).")
     if task == "segmentation":
         decided = "segmentation_class" if forget_classes else "segmentation_cases"
-        reason = (f"label class(es) {sorted(int(c) for c in forget_classes)} are withdrawn voxel by voxel"
-                  if forget_classes else "whole cases are withdrawn from a segmenter")
         withdrawn = sorted({int(c) for c in forget_classes}) if forget_classes else []
+        reason = (f"label class(es) {withdrawn} are withdrawn voxel by voxel" if withdrawn
+                  else "whole cases are withdrawn from a segmenter")
         if requested is not None:
             if not requested.startswith("segmentation"):
                 raise ValueError(f"regime {requested!r} is for classification; this bundle is a segmenter.")
