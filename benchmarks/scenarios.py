@@ -76,7 +76,13 @@ BASELINES = {
     "boundary_shrink": (5, 1e-3, {"eps": 0.1, "value_range": (0.0, 1.0)}),
 }
 ROW_NAMES = {**{k: METHODS[k].name for k in METHODS}, "psg_fixed": "PSG (fixed 10 passes)",
-             "psg_default": "PSG (default)"}
+             "psg_default": "PSG (default)", "retrain_seed": "Retrain (another seed)"}
+#: rows that are references, not unlearning methods: never "the lowest gap". "retrain_seed" is a second model
+#: retrained without the forget set under another seed, scored like a method: its gap is how far two retrainings land
+#: apart, the noise floor below which no method's gap can be expected to go
+REFERENCE_ROWS = ("original", "retrain", "retrain_seed")
+#: seed offset of the second retraining (the original uses +0, the retrained model +1, segmentation fine-tuning +2)
+ANOTHER_RETRAIN_OFFSET = 1001
 SEGMENTATION_METHODS = ("finetune", "psg_fixed", "psg_default")
 GAP_KEYS = ("forget", "remain", "test", "mia")
 
@@ -258,7 +264,9 @@ def train_models(args, scenario: str, seed: int, data: dict[str, Any]) -> dict[s
     retrained, r_info, cached = cached_model(stem.with_name(stem.name + "_retrained.pt"), build,
                                              fit(data["remain"], 1, ignore), meta, refresh=args.fresh_retrain)
     return {"original": original, "retrained": retrained, "train_time_s": o_info["time_s"],
-            "retrain_time_s": r_info["time_s"], "retrain_cached": cached}
+            "retrain_time_s": r_info["time_s"], "retrain_cached": cached,
+            # the noise-floor reference: the same retraining under another seed (not cached: timed like a method)
+            "retrain_again": lambda: fit(data["remain"], ANOTHER_RETRAIN_OFFSET, ignore)(build())}
 
 
 # ---- methods and scores --------------------------------------------------------------------------------------------
@@ -326,6 +334,10 @@ def run_scenario(args, scenario: str, seed: int, methods: list[str]) -> dict[str
     rows = {"original": {**evaluate(models["original"], data, loaders, seg), "time_s": models["train_time_s"]},
             "retrain": {**ref, "time_s": models["retrain_time_s"]}}
     for name in methods:
+        if name == "retrain_seed":
+            model, facts = models["retrain_again"]()
+            rows[name] = {**evaluate(model, data, loaders, seg), "time_s": facts["time_s"]}
+            continue
         if seg and name not in SEGMENTATION_METHODS:
             continue
         model, facts = run_one(name, models["original"], data, seed, seg, args.quick, args.default_overrides)
@@ -368,11 +380,11 @@ def markdown(summary, runs) -> str:
         note = next(r["note"] for r in runs if r["scenario"] == scenario)
         lines += [f"### {SCENARIOS[scenario]}", "", f"{note}; {n} seed(s).", "",
                   "| method | Avg. Gap | forget | remain | test | MIA | time / retrain |", "|---|---|---|---|---|---|---|"]
-        best = min(v["gap"][0] for k, v in methods.items() if k not in ("original", "retrain"))
+        best = min(v["gap"][0] for k, v in methods.items() if k not in REFERENCE_ROWS)
         for method, cols in methods.items():
             cell = lambda c: "-" if c not in cols else f"{cols[c][0]:.3f} ± {cols[c][1]:.3f}"  # noqa: E731
             gap = cell("gap")
-            if method not in ("original", "retrain") and cols["gap"][0] == best:
+            if method not in REFERENCE_ROWS and cols["gap"][0] == best:
                 gap = f"**{gap}**"
             lines.append(f"| {ROW_NAMES.get(method, method.capitalize())} | {gap} | {cell('forget')} | "
                          f"{cell('remain')} | {cell('test')} | {cell('mia')} | "
@@ -384,9 +396,11 @@ def markdown(summary, runs) -> str:
 def verdict(summary, runs) -> str:
     """The default against the issue's targets, per scenario: the regime it chose, its gap (at most 0.03, and the
     lowest or within one sd of the lowest), its worst remain accuracy against the original's (at most 0.02 below)
-    and its time over retraining (at most 0.10)."""
+    and its time over retraining (at most 0.10); and, where measured, how far another retraining lands from the
+    retrained model (the gap no method can be expected to go below)."""
     lines = ["| scenario | regime chosen | default's gap (<= 0.03?) | lowest gap of the other methods | "
-             "worst remain - original (>= -0.02?) | time / retrain (<= 0.10?) |", "|---|---|---|---|---|---|"]
+             "worst remain - original (>= -0.02?) | time / retrain (<= 0.10?) | another retraining's gap (noise floor) |",
+             "|---|---|---|---|---|---|---|"]
     for scenario, methods in summary.items():
         if "psg_default" not in methods:
             continue
@@ -394,16 +408,18 @@ def verdict(summary, runs) -> str:
         regimes = [r["rows"]["psg_default"].get("regime") for r in seeds]
         chosen = ", ".join(f"{name} ({regimes.count(name)}/{len(regimes)})" for name in dict.fromkeys(regimes))
         gap, sd = methods["psg_default"]["gap"]
-        others = {k: v["gap"] for k, v in methods.items() if k not in ("original", "retrain", "psg_default")}
+        others = {k: v["gap"] for k, v in methods.items() if k not in (*REFERENCE_ROWS, "psg_default")}
         best = min(others, key=lambda k: others[k][0]) if others else None
         rank = ("no other method" if best is None else "lowest" if gap <= others[best][0] else
                 "within 1 sd" if gap - others[best][0] <= max(sd, others[best][1]) else "not within 1 sd")
         lowest = "-" if best is None else f"{ROW_NAMES.get(best, best)} {others[best][0]:.3f} ± {others[best][1]:.3f}"
         drop = min(r["rows"]["psg_default"]["remain"] - r["rows"]["original"]["remain"] for r in seeds)
         frac = methods["psg_default"]["time_frac"][0]
+        floor = methods.get("retrain_seed", {}).get("gap")
         lines.append(f"| {SCENARIOS[scenario]} | {chosen} | {gap:.3f} ± {sd:.3f} {'yes' if gap <= 0.03 else 'no'} "
                      f"({rank}) | {lowest} | "
-                     f"{drop:+.3f} {'yes' if drop >= -0.02 else 'no'} | {frac:.3f} {'yes' if frac <= 0.10 else 'no'} |")
+                     f"{drop:+.3f} {'yes' if drop >= -0.02 else 'no'} | {frac:.3f} {'yes' if frac <= 0.10 else 'no'} | "
+                     + (f"{floor[0]:.3f} ± {floor[1]:.3f} |" if floor else "- |"))
     return "\n".join(lines) + "\n"
 
 
@@ -462,7 +478,7 @@ def main(argv=None) -> dict[str, Any]:
     args = parse(argv)
     torch.set_num_threads(args.threads)
     methods = ([m for m in args.methods.split(",") if m] if args.methods
-               else [*BASELINES, "psg_fixed", "psg_default"])
+               else ["retrain_seed", *BASELINES, "psg_fixed", "psg_default"])
     info = machine()
     start = time.perf_counter()
     if args.merge:
