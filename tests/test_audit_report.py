@@ -45,6 +45,11 @@ class TestAuditReport(unittest.TestCase):
         self.assertIn("**Regime:** partial (kept items still have label(s) [0, 1]). Forget target 0.274", text)
         self.assertIn("the run stopped when it no longer came closer to the target and was rewound", text)
         self.assertIn("- the kept data does not carry over to the forget items", text)
+        # an original that already met its target: the report says the model was left unchanged
+        text = render_audit_markdown({**RECORD, "stopping": {**stopping, "stopped": "target_at_start", "rewound": False}},
+                                     audit, {"name": "x"}, {}, "verify")
+        self.assertIn("the run stopped before its first step: the original already met the target, so the model was "
+                      "left unchanged.", text)
 
     def test_write_is_atomic_and_complete(self):
         audit = build_audit([{"image": "a.nii.gz", "label": 0}], "label=0", {}, None)

@@ -117,6 +117,25 @@ class TestCalibratedStop(unittest.TestCase):
         self.assertEqual(handler.record["stopped"], "target")
         self.assertFalse(handler.record["rewound"])  # the last state is the closest to the target
 
+    def test_an_original_that_already_meets_the_target_takes_no_step(self):
+        net, trainer, handler = self.make([0.45], guard_values=[0.9])
+        before = copy.deepcopy(net.state_dict())
+        trainer.run()
+        self.assertEqual(trainer.state.iteration, 0)
+        self.assertEqual((handler.record["stopped"], handler.record["reached_at"], handler.record["checks"]),
+                         ("target_at_start", 0, []))
+        for name, value in before.items():
+            self.assertTrue(torch.equal(value, net.state_dict()[name]), name)
+        # without it, the same start takes a pass before the first check stops the run
+        _, trainer, handler = self.make([0.45, 0.45], guard_values=[0.9, 0.9], stop_at_start=False)
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (1, "target"))
+        self.assertGreater(trainer.state.iteration, 0)
+        # an original above the target starts as usual
+        _, trainer, handler = self.make([0.9, 0.8, 0.5])
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (2, "target"))
+
     def test_a_withdrawn_class_keeps_the_state_that_forgot_it(self):
         # in "reach" mode meeting the target is required: a state that meets it is kept even if the guard fell
         _, trainer, handler = self.make([0.9, 0.8, 0.4], guard_values=[0.9, 0.89, 0.5], mode="reach")
@@ -311,6 +330,21 @@ class TestRegimeInUnlearn(unittest.TestCase):
         for name, value in expected.state_dict().items():
             self.assertTrue(torch.equal(value, revised.state_dict()[name]), name)
 
+    def test_forget_items_already_like_held_out_data_leave_the_model_unchanged(self):
+        # forgetting items the original never trained on (here: the held-out items themselves): it already scores on
+        # them what it scores on held-out data, so the default takes no step and returns the original's weights
+        held_out_x, held_out_y = self.x[72:], self.y[72:]
+        forget = DataLoader(TensorDataset(held_out_x, held_out_y), 8)
+        remain = DataLoader(TensorDataset(self.x[:72], self.y[:72]), 8)
+        revised, result = unlearn(self.net, forget, remain, config=PSGConfig(eps=1.0, phi=1.0, seed=0), epochs=5,
+                                  lr=0.05, val_loader=DataLoader(TensorDataset(held_out_x, held_out_y), 8),
+                                  evaluate=False, progress=False)
+        self.assertEqual(result.stopping["regime"]["regime"], "partial")
+        self.assertEqual(result.stopping["stopped"], "target_at_start")
+        self.assertEqual(result.epochs, 0)
+        for name, value in self.net.state_dict().items():
+            self.assertTrue(torch.equal(value, revised.state_dict()[name]), name)
+
     def test_partial_without_held_out_data_says_the_target_is_optimistic(self):
         mask = torch.zeros(72, dtype=torch.bool)
         mask[:6] = True  # a few items of several classes: their labels stay
@@ -375,7 +409,7 @@ class TestBundleRegime(unittest.TestCase):
         transfer = stopping["calibration"]["transfer"]
         self.assertGreater(transfer["held_out_items"], 0)
         self.assertGreater(transfer["forget_items"], 0)
-        self.assertIn(stopping["stopped"], ("target", "budget", "no_progress"))
+        self.assertIn(stopping["stopped"], ("target", "budget", "no_progress", "target_at_start"))
         self.assertEqual(summary["record"]["epochs"], len(summary["record"]["history"]))
 
     def test_a_named_regime_and_a_manual_target_exclude_each_other(self):

@@ -111,8 +111,9 @@ def render_audit_markdown(
     if stopping:
         regime = stopping.get("regime") or {}
         calibration = stopping.get("calibration") or {}
-        stopped = {"target": "at the target", "no_progress": "when it no longer came closer to the target"}.get(
-            stopping.get("stopped"), "at the pass budget")
+        stopped = {"target": "at the target", "no_progress": "when it no longer came closer to the target",
+                   "target_at_start": "before its first step: the original already met the target, so the "
+                                      "model was left unchanged"}.get(stopping.get("stopped"), "at the pass budget")
         lines += ["", f"**Regime:** {regime.get('regime')} ({regime.get('reason')}). Forget target "
                       f"{_fmt(calibration.get('target'))}, estimated without a retrained model from "
                       f"{stopping.get('held_out') or 'the data given'}; the run stopped {stopped}"

@@ -87,6 +87,9 @@ class CalibratedStopHandler:
             resembles it. ``"reach"`` mode: the run goes on until a state meets the target with retention kept.
             Off, the target stops the run in any state (and the rewind returns to the best one).
         withdrawn_classes: the classes the regime withdrew, for the trainer (see above); ``None``: none.
+        stop_at_start: end the run before its first step when the original already meets the target
+            (``record["stopped"] == "target_at_start"``): the forget items are already treated like held-out data of
+            their kind, or the withdrawn class is already never predicted on them.
         name: logger name; ``None`` uses the engine's logger.
 
     Raises:
@@ -110,6 +113,7 @@ class CalibratedStopHandler:
         stall_limit: int = 0,
         repair_at_target: bool = False,
         withdrawn_classes: Sequence[int] | None = None,
+        stop_at_start: bool = True,
         name: str | None = None,
     ) -> None:
         if mode not in ("reach", "closest"):
@@ -119,6 +123,7 @@ class CalibratedStopHandler:
         self.stall_limit = int(stall_limit)
         self.repair_at_target = bool(repair_at_target)
         self.withdrawn_classes = sorted({int(c) for c in withdrawn_classes}) if withdrawn_classes else None
+        self.stop_at_start = bool(stop_at_start)
         self._stalls = 0
         self._repair_guard = float("-inf")
         if int(interval) != interval or interval < 1:
@@ -161,6 +166,14 @@ class CalibratedStopHandler:
                        "original_guard": self._guard0, "checks": [], "stopped": "budget", "best_iteration": 0,
                        "reached_at": None, "rewound": False}
         self._stalls, self._best_admissible, self._repair_guard = 0, True, float("-inf")
+        if self.stop_at_start and score <= self.target + self.tolerance:
+            # nothing to forget that the data can show: the original already scores like a model that never saw the
+            # forget set (or below it, where more forgetting would only move away), so no step is taken
+            self.record.update({"stopped": "target_at_start", "reached_at": 0, "terminated": True})
+            logger = self.logger if self.logger is not None else engine.logger
+            logger.info(f"CalibratedStopHandler: the original already meets the target ({self.metric_name} "
+                        f"{score:.4f}, target {self.target:.4f}); no unlearning step is needed.")
+            engine.terminate()
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs (``UnlearningCheckpointHandler`` saves it): the best state, the original's
