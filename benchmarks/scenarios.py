@@ -337,6 +337,8 @@ def run_scenario(args, scenario: str, seed: int, methods: list[str]) -> dict[str
         if name == "retrain_seed":
             model, facts = models["retrain_again"]()
             rows[name] = {**evaluate(model, data, loaders, seg), "time_s": facts["time_s"]}
+            print(f"[{scenario} seed {seed}] {ROW_NAMES[name]}: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in rows[name].items() if isinstance(v, float)), flush=True)
             continue
         if seg and name not in SEGMENTATION_METHODS:
             continue
