@@ -322,6 +322,11 @@ def run_one(name: str, original, data: dict[str, Any], seed: int, seg: bool, qui
     return model, facts
 
 
+def _print_row(scenario: str, seed: int, name: str, row: dict[str, Any]) -> None:
+    print(f"[{scenario} seed {seed}] {ROW_NAMES[name]}: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)), flush=True)
+
+
 def run_scenario(args, scenario: str, seed: int, methods: list[str]) -> dict[str, Any]:
     """Every method on one scenario and seed: rows of scores, gaps and times."""
     seg = scenario.startswith("seg")
@@ -337,15 +342,13 @@ def run_scenario(args, scenario: str, seed: int, methods: list[str]) -> dict[str
         if name == "retrain_seed":
             model, facts = models["retrain_again"]()
             rows[name] = {**evaluate(model, data, loaders, seg), "time_s": facts["time_s"]}
-            print(f"[{scenario} seed {seed}] {ROW_NAMES[name]}: "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in rows[name].items() if isinstance(v, float)), flush=True)
+            _print_row(scenario, seed, name, rows[name])
             continue
         if seg and name not in SEGMENTATION_METHODS:
             continue
         model, facts = run_one(name, models["original"], data, seed, seg, args.quick, args.default_overrides)
         rows[name] = {**evaluate(model, data, loaders, seg), **facts}
-        print(f"[{scenario} seed {seed}] {ROW_NAMES[name]}: "
-              + ", ".join(f"{k} {v:.3f}" for k, v in rows[name].items() if isinstance(v, float)), flush=True)
+        _print_row(scenario, seed, name, rows[name])
     for row in rows.values():
         diffs = [abs(row[k] - ref[k]) for k in GAP_KEYS if row.get(k) is not None and ref.get(k) is not None]
         row["gap"] = float(np.mean(diffs))  # the MIA needs 5 forget items a side: tiny quick-run sets have none
