@@ -385,7 +385,7 @@ def markdown(summary, runs) -> str:
         note = next(r["note"] for r in runs if r["scenario"] == scenario)
         lines += [f"### {SCENARIOS[scenario]}", "", f"{note}; {n} seed(s).", "",
                   "| method | Avg. Gap | forget | remain | test | MIA | time / retrain |", "|---|---|---|---|---|---|---|"]
-        best = min(v["gap"][0] for k, v in methods.items() if k not in REFERENCE_ROWS)
+        best = min((v["gap"][0] for k, v in methods.items() if k not in REFERENCE_ROWS), default=None)
         for method, cols in methods.items():
             cell = lambda c: "-" if c not in cols else f"{cols[c][0]:.3f} ± {cols[c][1]:.3f}"  # noqa: E731
             gap = cell("gap")
