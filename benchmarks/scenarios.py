@@ -424,7 +424,8 @@ def verdict(summary, runs) -> str:
         lines.append(f"| {SCENARIOS[scenario]} | {chosen} | {gap:.3f} ± {sd:.3f} {'yes' if gap <= 0.03 else 'no'} "
                      f"({rank}) | {lowest} | "
                      f"{drop:+.3f} {'yes' if drop >= -0.02 else 'no'} | {frac:.3f} {'yes' if frac <= 0.10 else 'no'} | "
-                     + (f"{floor[0]:.3f} ± {floor[1]:.3f} |" if floor else "- |"))
+                     + (f"{floor[0]:.3f} ± {floor[1]:.3f} (default {'below' if gap <= floor[0] else 'above'} it) |"
+                        if floor else "- |"))
     return "\n".join(lines) + "\n"
 
 

@@ -215,7 +215,11 @@ class TestScenarioVerdict(unittest.TestCase):
         line = [x for x in verdict(summary, runs).splitlines() if x.startswith("| FashionMNIST")][0]
         self.assertIn("SalUn 0.050", line)  # the lowest other method, not the reference
         self.assertIn("(lowest)", line)
-        self.assertTrue(line.endswith("| 0.015 ± 0.007 |"), line)
+        self.assertTrue(line.endswith("| 0.015 ± 0.007 (default above it) |"), line)
         table = markdown(summary, runs)
         self.assertIn("| Retrain (another seed) | 0.015 ± 0.007 |", table)  # listed, not bold
         self.assertIn("| PSG (default) | **0.040 ± 0.000** |", table)
+        # a run of the references alone (the noise floor measured by itself) renders too, with nothing in bold
+        alone = [{**run, "rows": {k: v for k, v in run["rows"].items() if k in ("original", "retrain", "retrain_seed")}}
+                 for run in runs]
+        self.assertNotIn("**", markdown(summarise(alone), alone))
