@@ -19,6 +19,9 @@ calibrated stop: ``unlearn(model, forget, remain, config=PSGConfig(), regime="fi
 ``unlearn(model, forget, remain, val_loader=val)``: the shipped default, which decides the regime and calibrates its
 stop on the validation split (held-out data the original never trained on and that no score uses).
 
+"Retrain (another seed)" (``retrain_seed``) is a reference, not a method: a second model retrained without the forget
+set under another seed, scored like a method; its gap is how far two retrainings land apart (the noise floor).
+
 Columns: forget / remain / test accuracy (Dice for segmentation), the loss-based membership attack (forget vs test),
 the average absolute gap to retraining over those four ("Avg. Gap"), and wall time / retraining time (the method's
 call alone, calibration and checks included, against the retraining of the same seed). Writes
