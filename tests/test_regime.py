@@ -345,6 +345,25 @@ class TestRegimeInUnlearn(unittest.TestCase):
         for name, value in self.net.state_dict().items():
             self.assertTrue(torch.equal(value, revised.state_dict()[name]), name)
 
+    def test_a_guard_too_small_for_its_bound_is_said_once(self):
+        # 24 held-out items, 16 or so of the kept labels: one item moves the guard by more than the 0.02 it bounds
+        forget, remain, held_out = self.loaders(self.y[:72] == 2)
+        with self.assertLogs("monai_unlearn.handlers.calibrated_stop_handler", level="WARNING") as logs:
+            _, result = unlearn(self.net, forget, remain, config=PSGConfig(eps=1.0, phi=1.0, seed=0), epochs=3,
+                                lr=0.05, val_loader=held_out, evaluate=False, progress=False)
+        said = [note for note in result.stopping["calibration"]["notes"] if note.startswith("the retention guard")]
+        self.assertEqual(len(said), 1, result.stopping["calibration"]["notes"])  # once, though every check runs it
+        kept = int((self.y[72:] != 2).sum())
+        self.assertIn(f"has {kept} held-out item(s) of the kept labels", said[0])
+        self.assertTrue(any("retention guard" in line for line in logs.output))
+        self.assertGreater(len(result.stopping["checks"]), 0)
+        # with 300 held-out items the guard resolves the bound: nothing is said
+        x, y = toy(seed=5, n=300)
+        large = DataLoader(TensorDataset(x, y % 3), 32)
+        _, result = unlearn(self.net, forget, remain, config=PSGConfig(eps=1.0, phi=1.0, seed=0), epochs=1,
+                            lr=0.05, val_loader=large, evaluate=False, progress=False)
+        self.assertFalse(any("retention guard" in n for n in result.stopping["calibration"]["notes"]))
+
     def test_partial_without_held_out_data_says_the_target_is_optimistic(self):
         mask = torch.zeros(72, dtype=torch.bool)
         mask[:6] = True  # a few items of several classes: their labels stay

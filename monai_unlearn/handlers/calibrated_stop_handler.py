@@ -29,6 +29,9 @@ __all__ = ["CalibratedStopHandler", "regime_stop_handler", "default_check_interv
 
 logger = logging.getLogger(__name__)
 
+#: how far the retention guard may fall below the original's before a state is not admissible (the default)
+MAX_GUARD_DROP = 0.02
+
 
 class CalibratedStopHandler:
     """Checks the forget score against a target every ``interval`` epochs or iterations, stops once it is reached,
@@ -102,7 +105,7 @@ class CalibratedStopHandler:
         target: float,
         guard_fn: Callable[[torch.nn.Module], float] | None = None,
         tolerance: float = 0.01,
-        max_guard_drop: float = 0.02,
+        max_guard_drop: float = MAX_GUARD_DROP,
         rewind: bool = True,
         interval: int = 1,
         epoch_level: bool = True,
@@ -383,9 +386,16 @@ def regime_stop_handler(
         guard_loader = held_out if held_out is not None else remain_loader
         withdrawn = set(decision.withdrawn_labels)
 
+        guard_sized = False
+
         def kept_accuracy(net: torch.nn.Module) -> float:  # held-out accuracy on the labels that stay
+            nonlocal guard_sized
             counts = per_label_accuracy(net, guard_loader, device, prepare_batch)
-            value = accuracy_on_labels(counts, [c for c in counts if c not in withdrawn])
+            kept = [c for c in counts if c not in withdrawn]
+            if not guard_sized:  # the first evaluation (the original's) tells how fine the guard is
+                guard_sized = True
+                _say_if_guard_is_coarse(sum(counts[c][1] for c in kept), calibration["notes"])
+            value = accuracy_on_labels(counts, kept)
             return 0.0 if value is None else value
 
         guard_fn = kept_accuracy if guard_loader is not None else None
@@ -407,6 +417,18 @@ def regime_stop_handler(
         # no forget item may be moved into a class that is withdrawn: a retrained model never predicts it
         withdrawn_classes=decision.withdrawn_labels)
     return handler, {"regime": decision.to_dict(), "calibration": calibration, "check_every": check_every}
+
+
+def _say_if_guard_is_coarse(items: int, notes: list[str], max_drop: float = MAX_GUARD_DROP) -> None:
+    """Warn (once, in the log and in ``notes``) when the guard's items are too few for one of them to move it by less
+    than ``max_drop``: the guard then only sees losses of whole items, not the drop it is meant to bound."""
+    if not items or 1.0 / items <= max_drop:
+        return
+    note = (f"the retention guard has {items} held-out item(s) of the kept labels: one item moves it by "
+            f"{1.0 / items:.3f}, more than the {max_drop} drop it bounds, so it cannot see a smaller loss of "
+            "retention; give more held-out data (val_loader) for a finer guard")
+    notes.append(note)
+    logger.warning(note)
 
 
 def _scale_by_transfer(calibration: dict[str, Any], transfer: dict[str, Any], forget_labels: Sequence[int],
