@@ -218,6 +218,24 @@ class TestCalibratedStop(unittest.TestCase):
         self.assertEqual(handler.record["stopped"], "no_progress")
         self.assertEqual((handler.record["best_iteration"], handler.record["rewound"]), (2, True))
 
+    def test_creeping_closer_by_less_than_the_tolerance_is_not_progress(self):
+        # target 0.5, tolerance 0.01: each pass comes 0.003 closer, never 0.01 beyond the last real progress, so
+        # with stall_limit 3 the run ends at pass 3 (not at its budget of 6) and keeps pass 3, the closest state
+        _, trainer, handler = self.make([0.9, 0.897, 0.894, 0.891, 0.888, 0.885, 0.882], mode="closest",
+                                        stall_limit=3, epochs=6)
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (3, "no_progress"))
+        self.assertEqual((handler.record["best_iteration"], handler.record["rewound"]), (trainer.state.iteration, False))
+        # steps of 0.05 are progress: the same run goes on to its target
+        _, trainer, handler = self.make([0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6], mode="closest", stall_limit=3, epochs=6)
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (6, "budget"))
+        # progress is counted from the last real step: 0.004 + 0.004 + 0.004 add up to more than the tolerance
+        _, trainer, handler = self.make([0.9, 0.896, 0.892, 0.888, 0.884, 0.88, 0.876], mode="closest",
+                                        stall_limit=3, epochs=6)
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (6, "budget"))
+
     def test_a_run_that_damages_retention_rewinds_to_the_best_state(self):
         net, trainer, handler = self.make([0.9, 0.8, 0.7, 0.6, 0.6], guard_values=[0.9, 0.89, 0.5, 0.4, 0.3],
                                           epochs=4, lr=0.5)

@@ -54,7 +54,7 @@ class CalibratedStopHandler:
     - ``mode="closest"`` (partial forgetting: the target is a level to match, overshooting it over-forgets): the
       admissible state whose score is closest to the target is best, the original included, so a run that only
       damages retention or jumps far below the target returns to a better state. With ``stall_limit`` a run that
-      stops coming closer ends early. With ``repair_at_target`` the target stops the run only in an admissible
+      stops coming closer (by at least ``tolerance``) ends early. With ``repair_at_target`` the target stops the run only in an admissible
       state, and a check at the target whose guard is the best of such checks so far counts as coming closer
       (retention is being repaired).
 
@@ -83,6 +83,7 @@ class CalibratedStopHandler:
         patience: ``"reach"`` mode: checks without a better guard to wait for after the target is met in an
             admissible state (0: stop there).
         stall_limit: ``"closest"`` mode: stop after this many checks in a row without a state closer to the target
+            by at least ``tolerance`` than the last one that came closer
             (``record["stopped"] == "no_progress"``; 0: never, the budget decides).
         repair_at_target: a state at the target that lost retention does not stop the run. ``"closest"`` mode:
             such a check whose guard is the best of them so far counts as coming closer (retention is being
@@ -128,6 +129,7 @@ class CalibratedStopHandler:
         self.withdrawn_classes = sorted({int(c) for c in withdrawn_classes}) if withdrawn_classes else None
         self.stop_at_start = bool(stop_at_start)
         self._stalls = 0
+        self._progress_mark = float("inf")
         self._repair_guard = float("-inf")
         if int(interval) != interval or interval < 1:
             raise ValueError(f"interval must be a positive integer, got {interval}.")
@@ -169,6 +171,7 @@ class CalibratedStopHandler:
                        "original_guard": self._guard0, "checks": [], "stopped": "budget", "best_iteration": 0,
                        "reached_at": None, "rewound": False}
         self._stalls, self._best_admissible, self._repair_guard = 0, True, float("-inf")
+        self._progress_mark = abs(score - self.target)
         if self.stop_at_start and score <= self.target + self.tolerance:
             # nothing to forget that the data can show: the original already scores like a model that never saw the
             # forget set (or below it, where more forgetting would only move away), so no step is taken
@@ -183,7 +186,7 @@ class CalibratedStopHandler:
         guard, the checks so far and whether the run had stopped."""
         return {"best": self._best, "guard0": self._guard0, "record": self.record, "stalls": self._stalls,
                 "last_checked": self._last_checked, "best_admissible": self._best_admissible,
-                "repair_guard": self._repair_guard}
+                "repair_guard": self._repair_guard, "progress_mark": self._progress_mark}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict``'s state; a run that had stopped at its target ends again at once."""
@@ -191,6 +194,7 @@ class CalibratedStopHandler:
         self.record, self._stalls, self._last_checked = state["record"], state["stalls"], state["last_checked"]
         self._best_admissible = state.get("best_admissible", True)
         self._repair_guard = state.get("repair_guard", float("-inf"))
+        self._progress_mark = state.get("progress_mark", self._best[0][1] if self._best else float("inf"))
         if self.record.get("terminated") and self._engine is not None:
             self._engine.terminate()
 
@@ -246,7 +250,15 @@ class CalibratedStopHandler:
             repairing = self.repair_at_target and reached and guard is not None and guard > self._repair_guard
             if reached and guard is not None:
                 self._repair_guard = max(self._repair_guard, guard)
-            self._stalls = 0 if improved or repairing else self._stalls + 1
+            # coming closer means by at least the tolerance since the last check that did: a score that creeps
+            # toward the target by less (the forget Dice of a segmentation scanner's cases, which the boundary
+            # targets barely move) is not progress, and would spend the budget for a state the tolerance cannot tell
+            # from the last one
+            distance = abs(score - self.target)
+            progressed = improved and distance <= self._progress_mark - self.tolerance
+            if progressed:
+                self._progress_mark = distance
+            self._stalls = 0 if progressed or repairing else self._stalls + 1
             if self._stalls >= self.stall_limit:
                 logger.info(f"CalibratedStopHandler: no state closer to the target for {self.stall_limit} check(s); "
                             "stopping.")
