@@ -165,13 +165,19 @@ class TestScenariosQuick(unittest.TestCase):
         self.assertEqual(set(data["summary"]), set(runs))
 
 
+def scenarios_module():
+    """``benchmarks/scenarios.py`` as a module (the benchmarks are scripts, not a package)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import scenarios
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return scenarios
+
+
 class TestScenarioMerge(unittest.TestCase):
     def test_later_rows_replace_earlier_ones_unless_a_model_differs(self):
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        try:
-            from scenarios import merge_runs
-        finally:
-            sys.path.remove(str(ROOT / "benchmarks"))
+        merge_runs = scenarios_module().merge_runs
 
         def run(scenario, seed, original, trained_in=10.0, **rows):
             return {"scenario": scenario, "seed": seed,
@@ -199,11 +205,8 @@ class TestScenarioMerge(unittest.TestCase):
 class TestScenarioVerdict(unittest.TestCase):
     def test_another_retraining_is_a_reference_not_a_method(self):
         """The second retraining is reported as the noise floor and never as the lowest method."""
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        try:
-            from scenarios import markdown, summarise, verdict
-        finally:
-            sys.path.remove(str(ROOT / "benchmarks"))
+        scenarios = scenarios_module()
+        markdown, summarise, verdict = scenarios.markdown, scenarios.summarise, scenarios.verdict
 
         def row(gap, remain=0.9):
             return {"forget": 0.0, "remain": remain, "test": 0.8, "mia": 0.9, "gap": gap, "time_frac": 0.5}
