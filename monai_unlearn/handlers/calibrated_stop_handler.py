@@ -438,7 +438,7 @@ def _say_if_guard_is_coarse(items: int, notes: list[str], max_drop: float = MAX_
         return
     note = (f"the retention guard has {items} held-out item(s) of the kept labels: one item moves it by "
             f"{1.0 / items:.3f}, more than the {max_drop} drop it bounds, so it cannot see a smaller loss of "
-            "retention; give more held-out data (val_loader) for a finer guard")
+            "retention; more held-out data (a larger validation split; val_loader= in Python) gives a finer guard")
     notes.append(note)
     logger.warning(note)
 
