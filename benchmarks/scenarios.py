@@ -325,11 +325,6 @@ def run_one(name: str, original, data: dict[str, Any], seed: int, seg: bool, qui
     return model, facts
 
 
-def _print_row(scenario: str, seed: int, name: str, row: dict[str, Any]) -> None:
-    print(f"[{scenario} seed {seed}] {ROW_NAMES[name]}: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float)), flush=True)
-
-
 def run_scenario(args, scenario: str, seed: int, methods: list[str]) -> dict[str, Any]:
     """Every method on one scenario and seed: rows of scores, gaps and times."""
     seg = scenario.startswith("seg")
@@ -342,16 +337,13 @@ def run_scenario(args, scenario: str, seed: int, methods: list[str]) -> dict[str
     rows = {"original": {**evaluate(models["original"], data, loaders, seg), "time_s": models["train_time_s"]},
             "retrain": {**ref, "time_s": models["retrain_time_s"]}}
     for name in methods:
-        if name == "retrain_seed":
-            model, facts = models["retrain_again"]()
-            rows[name] = {**evaluate(model, data, loaders, seg), "time_s": facts["time_s"]}
-            _print_row(scenario, seed, name, rows[name])
+        if seg and name not in (*SEGMENTATION_METHODS, "retrain_seed"):
             continue
-        if seg and name not in SEGMENTATION_METHODS:
-            continue
-        model, facts = run_one(name, models["original"], data, seed, seg, args.quick, args.default_overrides)
+        model, facts = (models["retrain_again"]() if name == "retrain_seed" else
+                        run_one(name, models["original"], data, seed, seg, args.quick, args.default_overrides))
         rows[name] = {**evaluate(model, data, loaders, seg), **facts}
-        _print_row(scenario, seed, name, rows[name])
+        print(f"[{scenario} seed {seed}] {ROW_NAMES[name]}: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in rows[name].items() if isinstance(v, float)), flush=True)
     for row in rows.values():
         diffs = [abs(row[k] - ref[k]) for k in GAP_KEYS if row.get(k) is not None and ref.get(k) is not None]
         row["gap"] = float(np.mean(diffs))  # the MIA needs 5 forget items a side: tiny quick-run sets have none
@@ -407,7 +399,8 @@ def verdict(summary, runs) -> str:
     and its time over retraining (at most 0.10); and, where measured, how far another retraining lands from the
     retrained model (the gap no method can be expected to go below)."""
     lines = ["| scenario | regime chosen | default's gap (<= 0.03?) | lowest gap of the other methods | "
-             "worst remain - original (>= -0.02?) | time / retrain (<= 0.10?) | another retraining's gap (noise floor) |",
+             "worst remain - original (>= -0.02?) | time / retrain (<= 0.10?) | "
+             "another retraining's gap (noise floor) |",
              "|---|---|---|---|---|---|---|"]
     for scenario, methods in summary.items():
         if "psg_default" not in methods:

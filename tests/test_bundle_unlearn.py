@@ -104,14 +104,18 @@ class TestBundleContract(BundleCase):
         self.assertEqual(json.loads(extra["metadata.json"])["version"], "0.2.1")
         self.assertIn("network_def", json.loads(extra["inference.json"]))
 
-    def test_yaml_template_bundle_as_workflow(self):
-        out = self.out("template_device")
-        workflow = UnlearnWorkflow(
+    def template_workflow(self, out: str, **settings) -> UnlearnWorkflow:
+        """The yaml template bundle wrapped by the overlay, forgetting scanner_c."""
+        return UnlearnWorkflow(
             config_file=os.path.join(self.template, "configs", "train.yaml"),
             meta_file=os.path.join(self.template, "configs", "metadata.json"),
-            bundle_root=self.template, forget="device=scanner_c", output_dir=out, unlearn_progress=False, unlearn_lr=0.003, unlearn_epochs=30,
-            unlearn_params={"eps": 0.4, "num_steps": 3, "step_size": 0.2, "gamma": 0.1, "lam": 0.1, "phi": 1.0},
-        )
+            bundle_root=self.template, forget="device=scanner_c", output_dir=out, unlearn_progress=False,
+            unlearn_lr=0.003, unlearn_params={"eps": 0.4, "num_steps": 3, "step_size": 0.2, "gamma": 0.1, "lam": 0.1,
+                                              "phi": 1.0}, **settings)
+
+    def test_yaml_template_bundle_as_workflow(self):
+        out = self.out("template_device")
+        workflow = self.template_workflow(out, unlearn_epochs=30)
         workflow.initialize()
         summary = workflow.run()
         self.assertEqual(tree_digest(self.template), self.template_digest)
@@ -134,14 +138,8 @@ class TestBundleContract(BundleCase):
         self.assertEqual((record["stopping"]["stopped"], record["history"]), ("target_at_start", []))
         self.assertEqual(record["after"]["forget"]["accuracy"], record["before"]["forget"]["accuracy"])
         # the same bundle with the fixed passes of the paper: the boundary search moves scanner_c's images
-        out = self.out("template_device_fixed")
-        summary = UnlearnWorkflow(
-            config_file=os.path.join(self.template, "configs", "train.yaml"),
-            meta_file=os.path.join(self.template, "configs", "metadata.json"), bundle_root=self.template,
-            forget="device=scanner_c", output_dir=out, unlearn_progress=False, unlearn_lr=0.003, unlearn_epochs=1,
-            unlearn_regime="fixed",
-            unlearn_params={"eps": 0.4, "num_steps": 3, "step_size": 0.2, "gamma": 0.1, "lam": 0.1, "phi": 1.0},
-        ).run()
+        summary = self.template_workflow(self.out("template_device_fixed"), unlearn_epochs=1,
+                                         unlearn_regime="fixed").run()
         self.assertGreater(summary["record"]["history"][0]["flip_rate"], 0.0)
         self.assertEqual(tree_digest(self.template), self.template_digest)
 

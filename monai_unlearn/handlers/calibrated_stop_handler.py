@@ -54,9 +54,9 @@ class CalibratedStopHandler:
     - ``mode="closest"`` (partial forgetting: the target is a level to match, overshooting it over-forgets): the
       admissible state whose score is closest to the target is best, the original included, so a run that only
       damages retention or jumps far below the target returns to a better state. With ``stall_limit`` a run that
-      stops coming closer (by at least ``tolerance``) ends early. With ``repair_at_target`` the target stops the run only in an admissible
-      state, and a check at the target whose guard is the best of such checks so far counts as coming closer
-      (retention is being repaired).
+      stops coming closer (by at least ``tolerance``) ends early. With ``repair_at_target`` the target stops the run
+      only in an admissible state, and a check at the target whose guard is the best of such checks so far counts
+      as coming closer (retention is being repaired).
 
     At ``Events.COMPLETED`` (also after a stop), with ``rewind``, the network gets the best state's weights back if
     the last state is not it.
@@ -162,6 +162,12 @@ class CalibratedStopHandler:
     def _net(self, engine: Engine) -> torch.nn.Module:
         return self.network if self.network is not None else engine.network
 
+    def _log(self, engine: Engine) -> logging.Logger:
+        return self.logger if self.logger is not None else engine.logger
+
+    def _meets_target(self, score: float) -> bool:
+        return score <= self.target + self.tolerance
+
     def _started(self, engine: Engine) -> None:
         network = self._net(engine)
         score = float(self.score_fn(network))
@@ -171,14 +177,14 @@ class CalibratedStopHandler:
                        "original_guard": self._guard0, "checks": [], "stopped": "budget", "best_iteration": 0,
                        "reached_at": None, "rewound": False}
         self._stalls, self._best_admissible, self._repair_guard = 0, True, float("-inf")
-        self._progress_mark = abs(score - self.target)
-        if self.stop_at_start and score <= self.target + self.tolerance:
+        self._progress_mark = self._best[0][1]  # the original's distance to the target
+        if self.stop_at_start and self._meets_target(score):
             # nothing to forget that the data can show: the original already scores like a model that never saw the
             # forget set (or below it, where more forgetting would only move away), so no step is taken
             self.record.update({"stopped": "target_at_start", "reached_at": 0, "terminated": True})
-            logger = self.logger if self.logger is not None else engine.logger
-            logger.info(f"CalibratedStopHandler: the original already meets the target ({self.metric_name} "
-                        f"{score:.4f}, target {self.target:.4f}); no unlearning step is needed.")
+            self._log(engine).info(f"CalibratedStopHandler: the original already meets the target "
+                                   f"({self.metric_name} {score:.4f}, target {self.target:.4f}); no unlearning step is "
+                                   "needed.")
             engine.terminate()
 
     def state_dict(self) -> dict[str, Any]:
@@ -218,7 +224,7 @@ class CalibratedStopHandler:
             history[-1].update({self.metric_name: score, **({"guard": guard} if guard is not None else {})})
         self.record["checks"].append({"epoch": engine.state.epoch, "iteration": iteration, "score": score,
                                       "guard": guard, "admissible": admissible})
-        reached = score <= self.target + self.tolerance
+        reached = self._meets_target(score)
         # the rank of a state, lower is better: in "reach" mode a state that meets the target beats every state that
         # does not, and among those that do the higher guard wins
         if self.mode == "reach" and reached:
@@ -230,7 +236,7 @@ class CalibratedStopHandler:
             self._best = (rank, iteration, self._snapshot(network))
             self.record["best_iteration"] = iteration
             self._best_admissible = admissible
-        logger = self.logger if self.logger is not None else engine.logger
+        logger = self._log(engine)
         logger.info(f"CalibratedStopHandler: {self.metric_name} {score:.4f} (target {self.target:.4f})"
                     + (f", guard {guard:.4f}" if guard is not None else "") + f" at iteration {iteration}")
         if self.mode == "reach":
@@ -301,8 +307,7 @@ class CalibratedStopHandler:
             network = self._net(engine)
             network.load_state_dict({k: v.to(network.state_dict()[k].device) for k, v in state.items()})
             self.record["rewound"] = True
-            logger = self.logger if self.logger is not None else engine.logger
-            logger.info(f"CalibratedStopHandler: rewound to the state of iteration {best_iteration}.")
+            self._log(engine).info(f"CalibratedStopHandler: rewound to the state of iteration {best_iteration}.")
         self.record["final_iteration"] = engine.state.iteration
         self._best = None  # release the snapshot
 
