@@ -1,0 +1,117 @@
+"""Probe the default on one scenario and seed of the scenario benchmark, on its cached models, and print every check.
+
+    python benchmarks/probe_default.py fmnist_class0 0                        # the shipped default
+    python benchmarks/probe_default.py fmnist_class0 0 '{"lr": 0.003}'       # unlearn() arguments
+    python benchmarks/probe_default.py fmnist_class0 0 '{"psg": {"remain_loss": "distill"}}'   # PSGConfig fields
+    python benchmarks/probe_default.py slices_cranium 0 --variant remain_boost
+    python benchmarks/probe_default.py seg_scanner_b 0 --variant crossed_only
+
+For trying a change to the default before building it: the variants are the ones ``RESULTS_SCENARIOS.md`` lists as
+tried and not kept. ``remain_boost`` doubles the remain weight (phi) at every check whose held-out guard fell more
+than the bound, up to four times the default, and restores it at the first admissible check. ``crossed_only`` gives
+the forget term only to items whose boundary search crossed (the others are left out instead of being taught their
+own label again); withdrawn classes are unaffected (every target there crosses). The models come from the benchmark's
+cache (``python benchmarks/scenarios.py`` trains them); the retrained model only scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import scenarios as S  # noqa: E402
+from _common import loader  # noqa: E402
+
+from monai_unlearn import PSGConfig, unlearn  # noqa: E402
+from monai_unlearn.core import unlearner as unlearner_module  # noqa: E402
+from monai_unlearn.handlers import calibrated_stop_handler as stop_module  # noqa: E402
+
+
+def remain_boost(cap: float = 4.0) -> None:
+    """Raise phi x2 at each check that lost retention (up to ``cap`` times the run's phi), restore it when kept."""
+    check = stop_module.CalibratedStopHandler.__call__
+
+    def boosted(self, engine):
+        check(self, engine)
+        config = engine.unlearner.config
+        base = self.__dict__.setdefault("_probe_phi", config.phi)
+        lost = not self.record["checks"][-1]["admissible"]
+        config.phi = min(config.phi * 2, base * cap) if lost else base
+
+    stop_module.CalibratedStopHandler.__call__ = boosted
+
+
+def crossed_only() -> None:
+    """Leave items whose search did not cross out of the forget term (mean over the whole batch)."""
+    targets = unlearner_module.boundary_targets
+
+    def crossed(logits, mode, temperature, top_k, label_index, mask, excluded):
+        target = targets(logits, mode, temperature, top_k, label_index, mask, excluded)
+        if excluded is not None and excluded.numel():
+            return target
+        return torch.where(target == label_index, torch.full_like(target, -100), target)
+
+    def loss(logits, target):
+        return F.cross_entropy(logits.float(), target, reduction="sum", ignore_index=-100) / target.numel()
+
+    unlearner_module.boundary_targets, unlearner_module.forget_loss = crossed, loss
+
+
+VARIANTS = {"remain_boost": remain_boost, "crossed_only": crossed_only}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", choices=list(S.SCENARIOS))
+    p.add_argument("seed", type=int)
+    p.add_argument("overrides", nargs="?", default="{}", help="JSON: unlearn() arguments; 'psg' holds PSGConfig fields")
+    p.add_argument("--variant", choices=list(VARIANTS), default=None)
+    args = p.parse_args(argv)
+    overrides = json.loads(args.overrides)
+    if "psg" in overrides:
+        overrides["config"] = PSGConfig.package_default(**overrides.pop("psg"))
+    if args.variant:
+        VARIANTS[args.variant]()
+    bench = S.parse(["--scenarios", args.scenario, "--threads", "1"])
+    torch.set_num_threads(1)
+    data = S.build_scenario(bench, args.scenario, args.seed)
+    models = S.train_models(bench, args.scenario, args.seed, data)
+    seg = args.scenario.startswith("seg")
+    loaders = {"forget": loader(data["forget"], 256, False),
+               "remain_eval": loader(S.sample(data["remain"], 2000, args.seed), 256, False),
+               "test": loader(data["test"], 256, False)}
+    reference = S.evaluate(models["retrained"], data, loaders, seg)
+    original = S.evaluate(models["original"], data, loaders, seg)
+    bs = data["batch_size"]
+    task = {"task": "segmentation", "forget_classes": data.get("forget_classes")} if seg else {}
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    model, result = unlearn(models["original"], loader(data["forget"], bs, True, args.seed),
+                            loader(data["remain"], bs, True, args.seed), val_loader=loader(data["val"], 256, False),
+                            evaluate=False, progress=False, **task, **overrides)
+    seconds = time.perf_counter() - start
+    row = S.evaluate(model, data, loaders, seg)
+    stopping = result.stopping
+    print(f"regime {stopping['regime']['regime']}, target {stopping['calibration']['target']:.3f}, stopped "
+          f"{stopping['stopped']}, best iteration {stopping.get('best_iteration')}, passes {result.epochs}")
+    for c in stopping["checks"]:
+        guard = "-" if c["guard"] is None else f"{c['guard']:.3f}"
+        print(f"  check at iteration {c['iteration']}: score {c['score']:.3f}, guard {guard}, admissible {c['admissible']}")
+    gap = sum(abs(row[k] - reference[k]) for k in S.GAP_KEYS) / len(S.GAP_KEYS)
+    for name, scores in (("retrained", reference), ("original", original), ("unlearned", row)):
+        print(f"{name:10s}", {k: round(v, 3) for k, v in scores.items() if v is not None})
+    print(f"gap {gap:.3f}; time {seconds:.1f} s / retraining {models['retrain_time_s']:.1f} s = "
+          f"{seconds / models['retrain_time_s']:.3f}")
+    return {"gap": gap, "row": row, "stopping": stopping}
+
+
+if __name__ == "__main__":
+    main()
