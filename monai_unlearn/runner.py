@@ -86,6 +86,7 @@ def unlearn(
     val_loader: Iterable[Any] | None = None,
     check_every: int | None = None,
     rewind: bool = True,
+    remain_norm_stats: bool = False,
 ) -> tuple[torch.nn.Module, UnlearningResult]:
     """Unlearn the forget set from ``model`` with PSG and return the revised model and its record.
 
@@ -167,6 +168,9 @@ def unlearn(
             target is then optimistic).
         check_every: with a ``regime``, check the target every this many iterations instead of every pass.
         rewind: with a ``regime``, return to the best state seen at the end.
+        remain_norm_stats: with a ``regime``, a check whose held-out guard fell estimates the batch-norm running
+            statistics again from remain batches and checks again (``regime_stop_handler``): the statistics of
+            the half-forget unlearning batches may be what lost retention, not the weights.
 
     Returns:
         the revised model and an ``UnlearningResult``.
@@ -240,7 +244,7 @@ def unlearn(
         calibrated, stopping = regime_stop_handler(
             regime, reference, revised, forget_loader, remain_loader, val_loader, task, forget_classes, device,
             _forget_score, check_every, rewind, prepare_batch=prepare_batch, amp=amp, num_classes=num_classes,
-            roi_size=roi_size)
+            roi_size=roi_size, remain_norm_stats=remain_norm_stats)
         handlers.append(calibrated)
     if evaluate:
         handlers.append(metrics)  # before the checkpoint handler: the original is evaluated before a resume

@@ -10,6 +10,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_unlearn.core.batch import default_prepare_batch
+from monai_unlearn.core.norm_stats import has_running_stats, reestimate_running_stats, remain_images
 from monai_unlearn.core.regime import decide_regime
 from monai_unlearn.metrics.calibration import (
     accuracy_on_labels, calibration_target, loader_labels, per_label_accuracy, weighted_target)
@@ -58,8 +59,12 @@ class CalibratedStopHandler:
       only in an admissible state, and a check at the target whose guard is the best of such checks so far counts
       as coming closer (retention is being repaired).
 
-    At ``Events.COMPLETED`` (also after a stop), with ``rewind``, the network gets the best state's weights back if
-    the last state is not it.
+    A fallen guard can come from the batch-norm running statistics rather than the weights: the unlearning batches
+    are half forget items, so the statistics drift toward the data being forgotten. When a check finds the guard
+    fallen and ``renormalize_fn`` is given, ``renormalize_fn(network)`` estimates the statistics again from kept data
+    (``regime_stop_handler`` gives one, see ``monai_unlearn.core.norm_stats``) and the state is checked again; the
+    check's record says so (``"renormalized"``). At ``Events.COMPLETED`` (also after a stop), with ``rewind``, the
+    network gets the best state's weights back if the last state is not it.
 
     ``engine.state.metrics`` receives ``metric_name`` and ``"guard"``; the epoch's record in
     ``engine.state.pass_history`` gets them too. After the run, ``self.record`` says what happened.
@@ -94,6 +99,7 @@ class CalibratedStopHandler:
         stop_at_start: end the run before its first step when the original already meets the target
             (``record["stopped"] == "target_at_start"``): the forget items are already treated like held-out data of
             their kind, or the withdrawn class is already never predicted on them.
+        renormalize_fn: optional ``callable(network)`` for a check whose guard fell (see above).
         name: logger name; ``None`` uses the engine's logger.
 
     Raises:
@@ -118,6 +124,7 @@ class CalibratedStopHandler:
         repair_at_target: bool = False,
         withdrawn_classes: Sequence[int] | None = None,
         stop_at_start: bool = True,
+        renormalize_fn: Callable[[torch.nn.Module], Any] | None = None,
         name: str | None = None,
     ) -> None:
         if mode not in ("reach", "closest"):
@@ -128,6 +135,7 @@ class CalibratedStopHandler:
         self.repair_at_target = bool(repair_at_target)
         self.withdrawn_classes = sorted({int(c) for c in withdrawn_classes}) if withdrawn_classes else None
         self.stop_at_start = bool(stop_at_start)
+        self.renormalize_fn = renormalize_fn
         self._stalls = 0
         self._progress_mark = float("inf")
         self._repair_guard = float("-inf")
@@ -211,9 +219,11 @@ class CalibratedStopHandler:
     def __call__(self, engine: Engine) -> None:
         """Check the score now; keep the state if it is the best admissible one; stop at the target."""
         network = self._net(engine)
-        score = float(self.score_fn(network))
-        guard = None if self.guard_fn is None else float(self.guard_fn(network))
-        admissible = guard is None or self._guard0 is None or guard >= self._guard0 - self.max_guard_drop
+        score, guard, admissible = self._score(network)
+        renormalized = not admissible and self.renormalize_fn is not None
+        if renormalized:  # the statistics of half-forget batches, or the weights? check again with kept data's
+            self.renormalize_fn(network)
+            score, guard, admissible = self._score(network)
         iteration = engine.state.iteration
         self._last_checked = iteration
         engine.state.metrics[self.metric_name] = score
@@ -223,7 +233,8 @@ class CalibratedStopHandler:
         if history and history[-1].get("epoch") == engine.state.epoch:
             history[-1].update({self.metric_name: score, **({"guard": guard} if guard is not None else {})})
         self.record["checks"].append({"epoch": engine.state.epoch, "iteration": iteration, "score": score,
-                                      "guard": guard, "admissible": admissible})
+                                      "guard": guard, "admissible": admissible,
+                                      **({"renormalized": True} if renormalized else {})})
         reached = self._meets_target(score)
         # the rank of a state, lower is better: in "reach" mode a state that meets the target beats every state that
         # does not, and among those that do the higher guard wins
@@ -271,6 +282,13 @@ class CalibratedStopHandler:
                 self.record["stopped"] = "no_progress"
                 self.record["terminated"] = True
                 engine.terminate()
+
+    def _score(self, network: torch.nn.Module) -> tuple[float, float | None, bool]:
+        """The state's score, guard, and whether it is admissible."""
+        score = float(self.score_fn(network))
+        guard = None if self.guard_fn is None else float(self.guard_fn(network))
+        admissible = guard is None or self._guard0 is None or guard >= self._guard0 - self.max_guard_drop
+        return score, guard, admissible
 
     def _after_check_reach(self, engine: Engine, reached: bool, improved: bool, logger: logging.Logger) -> None:
         """``"reach"`` mode: once the target is met, stop when the best state kept retention and ``patience`` checks
@@ -324,6 +342,7 @@ def regime_stop_handler(
     forget_labels: Sequence[int] | None = None,
     remain_labels: Sequence[int] | None = None,
     transfer_check: bool = True,
+    remain_norm_stats: bool = False,
 ) -> tuple[CalibratedStopHandler, dict[str, Any]]:
     """The ``CalibratedStopHandler`` of a regime (decided from the data for ``"auto"``) and its record.
 
@@ -357,6 +376,12 @@ def regime_stop_handler(
             (``monai_unlearn.metrics.transfer.source_transfer``) whether the kept data carries over to the forget
             items, and scale the target of the shared labels by the probes' ratio when it clearly does not (a
             retired source unlike every kept one).
+        remain_norm_stats: at a check whose guard fell, estimate the revised network's batch-norm running statistics
+            again from remain batches (up to ``DEFAULT_NORM_STATS_ITEMS`` items; ``monai_unlearn.core.norm_stats``)
+            and check again: the statistics of the half-forget unlearning batches, not the weights, may be what lost
+            retention. Off by default (``benchmarks/RESULTS_SCENARIOS.md`` has what it changes: a retired scanner unlike
+            the kept one ends in a third of the time, but a withdrawn class and 10 % of every class do not gain). No
+            effect without batch norm or a remain loader.
 
     Returns:
         the handler, and ``{"regime": decision, "calibration": target record}``.
@@ -423,6 +448,7 @@ def regime_stop_handler(
     # a withdrawn class is gone when no forget item is given it (a retrained model never predicts it); the other
     # targets are estimates, met within a point
     tolerance = 0.0 if decision.regime == "class" else 0.01
+    unlike_kept = bool((calibration.get("transfer") or {}).get("applies"))
     handler = CalibratedStopHandler(
         forget_score_fn, calibration["target"], guard_fn=guard_fn, tolerance=tolerance, rewind=rewind,
         network=revised, interval=check_every or 1, epoch_level=check_every is None, mode=mode, patience=patience,
@@ -430,10 +456,27 @@ def regime_stop_handler(
         # a withdrawn class: a state that forgot it but lost retention is repaired by the remain term before the run
         # stops; partial: only for a source unlike the kept ones, which is first forgotten together with what
         # resembles it (elsewhere such a repair does not come, and would cost passes)
-        repair_at_target=mode == "reach" or bool((calibration.get("transfer") or {}).get("applies")),
+        repair_at_target=mode == "reach" or unlike_kept,
         # no forget item may be moved into a class that is withdrawn: a retrained model never predicts it
-        withdrawn_classes=decision.withdrawn_labels)
-    return handler, {"regime": decision.to_dict(), "calibration": calibration, "check_every": check_every}
+        withdrawn_classes=decision.withdrawn_labels,
+        renormalize_fn=_norm_stats_from(remain_loader, revised, prepare_batch, device) if remain_norm_stats else None)
+    norm_stats = ("estimated again from remain data at a check whose guard fell" if handler.renormalize_fn is not None
+                  else None)
+    return handler, {"regime": decision.to_dict(), "calibration": calibration, "check_every": check_every,
+                     "norm_stats": norm_stats}
+
+
+def _norm_stats_from(remain_loader: Iterable[Any] | None, revised: torch.nn.Module, prepare_batch: Callable,
+                     device: torch.device | str) -> Callable[[torch.nn.Module], int] | None:
+    """The check's ``renormalize_fn``: batch-norm running statistics estimated from remain batches; ``None`` when there
+    is nothing to estimate (no remain loader, or no batch norm that keeps statistics)."""
+    if remain_loader is None or not has_running_stats(revised):
+        return None
+
+    def estimate(network: torch.nn.Module) -> int:
+        return reestimate_running_stats(network, remain_images(remain_loader, prepare_batch, device))
+
+    return estimate
 
 
 def _say_if_guard_is_coarse(items: int, notes: list[str], max_drop: float = MAX_GUARD_DROP) -> None:
