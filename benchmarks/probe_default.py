@@ -5,13 +5,16 @@
     python benchmarks/probe_default.py fmnist_class0 0 '{"psg": {"remain_loss": "distill"}}'   # PSGConfig fields
     python benchmarks/probe_default.py slices_cranium 0 --variant remain_boost
     python benchmarks/probe_default.py seg_scanner_b 0 --variant crossed_only
+    python benchmarks/probe_default.py slices_cranium 0 --trace              # score every checked state too
 
 For trying a change to the default before building it: the variants are the ones ``RESULTS_SCENARIOS.md`` lists as
 tried and not kept. ``remain_boost`` doubles the remain weight (phi) at every check whose held-out guard fell more
 than the bound, up to four times the default, and restores it at the first admissible check. ``crossed_only`` gives
 the forget term only to items whose boundary search crossed (the others are left out instead of being taught their
 own label again); withdrawn classes are unaffected (every target there crosses). The models come from the benchmark's
-cache (``python benchmarks/scenarios.py`` trains them); the retrained model only scores.
+cache (``python benchmarks/scenarios.py`` trains them); the retrained model only scores. ``--trace`` also scores the
+state at every check against the retrained model (forget / remain / test / MIA and the gap), to see where the ideal
+stop would have been; the time it prints then includes that scoring.
 """
 
 from __future__ import annotations
@@ -65,6 +68,23 @@ def crossed_only() -> None:
     unlearner_module.boundary_targets, unlearner_module.forget_loss = crossed, loss
 
 
+def trace_checks(score, reference: dict, traced: list[dict]) -> None:
+    """Score the revised network at every check of the calibrated stop (appends to ``traced``)."""
+    check = stop_module.CalibratedStopHandler.__call__
+
+    def scored(self, engine):
+        check(self, engine)
+        net = self._net(engine)
+        was_training = net.training
+        row = score(net)
+        net.train(was_training)
+        gap = sum(abs(row[k] - reference[k]) for k in S.GAP_KEYS) / len(S.GAP_KEYS)
+        traced.append({"iteration": engine.state.iteration, "gap": gap,
+                       "row": {k: round(v, 3) for k, v in row.items() if v is not None}})
+
+    stop_module.CalibratedStopHandler.__call__ = scored
+
+
 VARIANTS = {"remain_boost": remain_boost, "crossed_only": crossed_only}
 
 
@@ -74,6 +94,7 @@ def main(argv=None) -> dict:
     p.add_argument("seed", type=int)
     p.add_argument("overrides", nargs="?", default="{}", help="JSON: unlearn() arguments; 'psg' holds PSGConfig fields")
     p.add_argument("--variant", choices=list(VARIANTS), default=None)
+    p.add_argument("--trace", action="store_true", help="score the state at every check (slower; scoring only)")
     args = p.parse_args(argv)
     overrides = json.loads(args.overrides)
     if "psg" in overrides:
@@ -90,6 +111,9 @@ def main(argv=None) -> dict:
                "test": loader(data["test"], 256, False)}
     reference = S.evaluate(models["retrained"], data, loaders, seg)
     original = S.evaluate(models["original"], data, loaders, seg)
+    traced: list[dict] = []
+    if args.trace:
+        trace_checks(lambda net: S.evaluate(net, data, loaders, seg), reference, traced)
     bs = data["batch_size"]
     task = {"task": "segmentation", "forget_classes": data.get("forget_classes")} if seg else {}
     torch.manual_seed(args.seed)
@@ -104,7 +128,9 @@ def main(argv=None) -> dict:
           f"{stopping['stopped']}, best iteration {stopping.get('best_iteration')}, passes {result.epochs}")
     for c in stopping["checks"]:
         guard = "-" if c["guard"] is None else f"{c['guard']:.3f}"
-        print(f"  check at iteration {c['iteration']}: score {c['score']:.3f}, guard {guard}, admissible {c['admissible']}")
+        scored = next((t for t in traced if t["iteration"] == c["iteration"]), None)
+        print(f"  check at iteration {c['iteration']}: score {c['score']:.3f}, guard {guard}, admissible {c['admissible']}"
+              + ("" if scored is None else f"; scored: {scored['row']} gap {scored['gap']:.3f}"))
     gap = sum(abs(row[k] - reference[k]) for k in S.GAP_KEYS) / len(S.GAP_KEYS)
     for name, scores in (("retrained", reference), ("original", original), ("unlearned", row)):
         print(f"{name:10s}", {k: round(v, 3) for k, v in scores.items() if v is not None})
