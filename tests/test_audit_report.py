@@ -50,6 +50,14 @@ class TestAuditReport(unittest.TestCase):
                                      audit, {"name": "x"}, {}, "verify")
         self.assertIn("the run stopped before its first step: the original already met the target, so the model was "
                       "left unchanged.", text)
+        self.assertNotIn("batch-norm", text)  # off by default: nothing said
+        # unlearn_remain_norm_stats: how many checks estimated the statistics again
+        checks = [{"renormalized": True}, {}, {"renormalized": True}]
+        text = render_audit_markdown({**RECORD, "stopping": {
+            **stopping, "checks": checks, "norm_stats": "estimated again from remain data at a check whose guard fell"}},
+            audit, {"name": "x"}, {}, "verify")
+        self.assertIn("- batch-norm running statistics estimated again from remain data at a check whose guard fell "
+                      "(2 check(s) did)", text)
 
     def test_write_is_atomic_and_complete(self):
         audit = build_audit([{"image": "a.nii.gz", "label": 0}], "label=0", {}, None)

@@ -122,6 +122,9 @@ def render_audit_markdown(
         if stopping.get("withdrawn_targets"):
             notes.append(f"no forgotten item was relabelled with a withdrawn label ({stopping['withdrawn_targets']}): "
                          "where the boundary search did not cross, the target was the nearest label that stays")
+        if stopping.get("norm_stats"):
+            renormalized = sum(1 for c in stopping.get("checks") or [] if c.get("renormalized"))
+            notes.append(f"batch-norm running statistics {stopping['norm_stats']} ({renormalized} check(s) did)")
         lines += ([""] + [f"- {note}" for note in notes]) if notes else []
     lines += ["", "## Evidence", ""]
     lines += _table(["model", "forget", "remain", "test", "MIA mean", "MIA std"], _metrics_rows(record))
