@@ -7,4 +7,4 @@ bash scripts/setup.sh
 bash scripts/setup_deploy_env.sh
 export MONAI_UNLEARN_REQUIRE_DEPLOY=1
 PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
-exec "$PYTHON" -m pytest -q -p no:cacheprovider tests "$@"
+exec "$PYTHON" -m pytest -q -p no:cacheprovider --durations=15 tests "$@"
