@@ -384,7 +384,8 @@ def regime_stop_handler(
             effect without batch norm or a remain loader.
 
     Returns:
-        the handler, and ``{"regime": decision, "calibration": target record}``.
+        the handler, and ``{"regime": decision, "calibration": target record, "check_every": interval,
+        "norm_stats": what ``remain_norm_stats`` does (``None`` when off or nothing to estimate)}``.
 
     Raises:
         ValueError: for an unknown regime, or a regime that does not fit the task.
