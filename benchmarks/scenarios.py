@@ -110,7 +110,8 @@ def parse(argv=None):
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--tag", default=None, help="name of the output files (default scenarios[_quick])")
     p.add_argument("--default-overrides", type=json.loads, default=None,
-                   help='experiments: unlearn() arguments for the "PSG (default)" row, as JSON (e.g. \'{"lr": 0.01}\')')
+                   help='experiments: unlearn() arguments for the "PSG (default)" row, as JSON (e.g. \'{"lr": 0.01}\'); '
+                        '"psg" holds PSGConfig fields over the package default (\'{"psg": {"phi": 1.0}}\')')
     p.add_argument("--merge", nargs="+", type=Path, default=None,
                    help="write the report of the runs in these JSON records (e.g. two halves run side by side; "
                         "a later file's method rows replace an earlier one's) instead of running anything")
@@ -291,11 +292,21 @@ def evaluate(model, data: dict[str, Any], loaders: dict[str, DataLoader], seg: b
     return {"forget": row["forget_acc"], "remain": row["remain_acc"], "test": row["test_acc"], "mia": row["mia"]}
 
 
+def unlearn_overrides(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """``--default-overrides`` as ``unlearn`` arguments: a ``"psg"`` entry holds ``PSGConfig`` fields, applied over the
+    package default parameters (e.g. ``{"psg": {"phi": 1.0}, "lr": 0.003}``)."""
+    overrides = dict(overrides or {})
+    if "psg" in overrides:
+        overrides["config"] = PSGConfig.package_default(**overrides.pop("psg"))
+    return overrides
+
+
 def run_one(name: str, original, data: dict[str, Any], seed: int, seg: bool, quick: bool,
             overrides: dict[str, Any] | None = None) -> tuple[Any, dict]:
     """Run one method from the original on fresh seeded loaders; returns the model and its run facts.
-    ``overrides``: ``unlearn`` arguments for the default row (experiments only; the report says which)."""
-    overrides = overrides or {}
+    ``overrides``: ``unlearn`` arguments for the default row (experiments only; the report says which), see
+    ``unlearn_overrides``."""
+    overrides = unlearn_overrides(overrides)
     bs = data["batch_size"]
     forget, remain = loader(data["forget"], bs, True, seed), loader(data["remain"], bs, True, seed)
     task = {"task": "segmentation", "forget_classes": data.get("forget_classes")} if seg else {}

@@ -202,6 +202,19 @@ class TestScenarioMerge(unittest.TestCase):
         self.assertEqual(set(merged[1]["rows"]), {"original", "retrain", "psg_default"})
 
 
+class TestDefaultOverrides(unittest.TestCase):
+    def test_psg_fields_go_over_the_package_default(self):
+        from monai_unlearn import PSGConfig
+
+        scenarios = scenarios_module()
+        overrides = scenarios.unlearn_overrides({"psg": {"phi": 1.0}, "lr": 0.003})
+        self.assertEqual(overrides["lr"], 0.003)
+        self.assertEqual(overrides["config"], PSGConfig.package_default(phi=1.0))
+        self.assertNotEqual(overrides["config"], PSGConfig.package_default())
+        self.assertEqual(scenarios.unlearn_overrides(None), {})
+        self.assertEqual(scenarios.unlearn_overrides({"lr": 0.01}), {"lr": 0.01})
+
+
 class TestScenarioVerdict(unittest.TestCase):
     def test_another_retraining_is_a_reference_not_a_method(self):
         """The second retraining is reported as the noise floor and never as the lowest method."""
