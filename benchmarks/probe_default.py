@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenarios as S  # noqa: E402
 from _common import loader  # noqa: E402
 
-from monai_unlearn import PSGConfig, unlearn  # noqa: E402
+from monai_unlearn import unlearn  # noqa: E402
 from monai_unlearn.core import unlearner as unlearner_module  # noqa: E402
 from monai_unlearn.handlers import calibrated_stop_handler as stop_module  # noqa: E402
 
@@ -78,8 +78,7 @@ def trace_checks(score, reference: dict, traced: list[dict]) -> None:
         was_training = net.training
         row = score(net)
         net.train(was_training)
-        gap = sum(abs(row[k] - reference[k]) for k in S.GAP_KEYS) / len(S.GAP_KEYS)
-        traced.append({"iteration": engine.state.iteration, "gap": gap,
+        traced.append({"iteration": engine.state.iteration, "gap": S.average_gap(row, reference),
                        "row": {k: round(v, 3) for k, v in row.items() if v is not None}})
 
     stop_module.CalibratedStopHandler.__call__ = scored
@@ -96,9 +95,7 @@ def main(argv=None) -> dict:
     p.add_argument("--variant", choices=list(VARIANTS), default=None)
     p.add_argument("--trace", action="store_true", help="score the state at every check (slower; scoring only)")
     args = p.parse_args(argv)
-    overrides = json.loads(args.overrides)
-    if "psg" in overrides:
-        overrides["config"] = PSGConfig.package_default(**overrides.pop("psg"))
+    overrides = S.unlearn_overrides(json.loads(args.overrides))
     if args.variant:
         VARIANTS[args.variant]()
     bench = S.parse(["--scenarios", args.scenario, "--threads", "1"])
@@ -131,7 +128,7 @@ def main(argv=None) -> dict:
         scored = next((t for t in traced if t["iteration"] == c["iteration"]), None)
         print(f"  check at iteration {c['iteration']}: score {c['score']:.3f}, guard {guard}, admissible {c['admissible']}"
               + ("" if scored is None else f"; scored: {scored['row']} gap {scored['gap']:.3f}"))
-    gap = sum(abs(row[k] - reference[k]) for k in S.GAP_KEYS) / len(S.GAP_KEYS)
+    gap = S.average_gap(row, reference)
     for name, scores in (("retrained", reference), ("original", original), ("unlearned", row)):
         print(f"{name:10s}", {k: round(v, 3) for k, v in scores.items() if v is not None})
     print(f"gap {gap:.3f}; time {seconds:.1f} s / retraining {models['retrain_time_s']:.1f} s = "
