@@ -6,12 +6,15 @@
     python benchmarks/probe_default.py slices_cranium 0 --variant remain_boost
     python benchmarks/probe_default.py seg_scanner_b 0 --variant crossed_only
     python benchmarks/probe_default.py slices_cranium 0 --trace              # score every checked state too
+    python benchmarks/probe_default.py slices_cranium 1 --variant bn_check   # own vs kept data's BN statistics
 
 For trying a change to the default before building it: the variants are the ones ``RESULTS_SCENARIOS.md`` lists as
 tried and not kept. ``remain_boost`` doubles the remain weight (phi) at every check whose held-out guard fell more
 than the bound, up to four times the default, and restores it at the first admissible check. ``crossed_only`` gives
 the forget term only to items whose boundary search crossed (the others are left out instead of being taught their
-own label again); withdrawn classes are unaffected (every target there crosses). The models come from the benchmark's
+own label again); withdrawn classes are unaffected (every target there crosses). ``bn_check`` (a diagnostic that leaves
+the run as it is), ``renormalize_every_check`` and ``remain_normalised``: batch-norm statistics, see their docstrings
+and ``RESULTS_SCENARIOS.md``. The models come from the benchmark's
 cache (``python benchmarks/scenarios.py`` trains them); the retrained model only scores. ``--trace`` also scores the
 state at every check against the retrained model (forget / remain / test / MIA and the gap), to see where the ideal
 stop would have been; the time it prints then includes that scoring.
@@ -20,6 +23,7 @@ stop would have been; the time it prints then includes that scoring.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -35,10 +39,11 @@ from _common import loader  # noqa: E402
 
 from monai_unlearn import unlearn  # noqa: E402
 from monai_unlearn.core import unlearner as unlearner_module  # noqa: E402
+from monai_unlearn.core.norm_stats import reestimate_running_stats  # noqa: E402
 from monai_unlearn.handlers import calibrated_stop_handler as stop_module  # noqa: E402
 
 
-def remain_boost(cap: float = 4.0) -> None:
+def remain_boost(data: dict, cap: float = 4.0) -> None:
     """Raise phi x2 at each check that lost retention (up to ``cap`` times the run's phi), restore it when kept."""
     check = stop_module.CalibratedStopHandler.__call__
 
@@ -52,7 +57,7 @@ def remain_boost(cap: float = 4.0) -> None:
     stop_module.CalibratedStopHandler.__call__ = boosted
 
 
-def crossed_only() -> None:
+def crossed_only(data: dict) -> None:
     """Leave items whose search did not cross out of the forget term (mean over the whole batch)."""
     targets = unlearner_module.boundary_targets
 
@@ -84,7 +89,85 @@ def trace_checks(score, reference: dict, traced: list[dict]) -> None:
     stop_module.CalibratedStopHandler.__call__ = scored
 
 
-VARIANTS = {"remain_boost": remain_boost, "crossed_only": crossed_only}
+def _remain_batches(data: dict):
+    """The remain images in shuffled batches of the scenario's size (a fresh order at each call)."""
+    return (images for images, _ in loader(data["remain"], data["batch_size"], True))
+
+
+def bn_check(data: dict) -> None:
+    """Print, at every check, the kept training and held-out accuracy of the state with its own batch-norm statistics
+    and of a copy whose statistics are estimated again from remain data (the run itself is not changed)."""
+    check = stop_module.CalibratedStopHandler.__call__
+    (xr, yr), (xv, yv) = data["remain"].tensors, data["val"].tensors
+
+    def accuracy(net, x, y):
+        net.eval()
+        with torch.no_grad():
+            return float((net(x).argmax(1) == y).float().mean())
+
+    def checked(self, engine):
+        check(self, engine)
+        net = self._net(engine)
+        was_training = net.training
+        copy_ = copy.deepcopy(net)
+        reestimate_running_stats(copy_, _remain_batches(data))
+        print(f"  iteration {engine.state.iteration}: kept training {accuracy(net, xr, yr):.3f} -> "
+              f"{accuracy(copy_, xr, yr):.3f}, held-out {accuracy(net, xv, yv):.3f} -> {accuracy(copy_, xv, yv):.3f} "
+              "(own statistics -> estimated again from remain data)")
+        net.train(was_training)
+
+    stop_module.CalibratedStopHandler.__call__ = checked
+
+
+def renormalize_every_check(data: dict) -> None:
+    """Estimate batch-norm statistics again from remain data before every check, not only those whose guard fell."""
+    check = stop_module.CalibratedStopHandler.__call__
+
+    def checked(self, engine):
+        reestimate_running_stats(self._net(engine), _remain_batches(data))
+        check(self, engine)
+
+    stop_module.CalibratedStopHandler.__call__ = checked
+
+
+def remain_normalised(data: dict) -> None:
+    """In training, normalise every row of an unlearning batch with the remain rows' batch statistics (which alone
+    update the running statistics), so that forget rows are trained as a model of the kept data would see them."""
+    compute = unlearner_module.PSGUnlearner.compute_losses
+
+    def forward_of(m, start):
+        def forward(x):
+            rows = x[start:]
+            dims = [0, *range(2, x.dim())]
+            mean, var = rows.mean(dims), rows.var(dims, unbiased=False)
+            shape = [1, -1] + [1] * (x.dim() - 2)
+            y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + m.eps)
+            if m.affine:
+                y = y * m.weight.view(shape) + m.bias.view(shape)
+            with torch.no_grad():
+                n = rows.numel() / rows.shape[1]
+                f = m.momentum if m.momentum is not None else 1.0 / float(m.num_batches_tracked + 1)
+                m.running_mean.mul_(1 - f).add_(mean, alpha=f)
+                m.running_var.mul_(1 - f).add_(var * n / max(n - 1, 1), alpha=f)
+                m.num_batches_tracked.add_(1)
+            return y
+        return forward
+
+    def patched(self, forget_image, forget_label, remain_image=None, remain_label=None, forget_mask=None):
+        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for m in norms:
+            m.forward = forward_of(m, forget_image.shape[0])
+        try:
+            return compute(self, forget_image, forget_label, remain_image, remain_label, forget_mask)
+        finally:
+            for m in norms:
+                del m.forward
+
+    unlearner_module.PSGUnlearner.compute_losses = patched
+
+
+VARIANTS = {"remain_boost": remain_boost, "crossed_only": crossed_only, "bn_check": bn_check,
+            "renormalize_every_check": renormalize_every_check, "remain_normalised": remain_normalised}
 
 
 def main(argv=None) -> dict:
@@ -96,12 +179,12 @@ def main(argv=None) -> dict:
     p.add_argument("--trace", action="store_true", help="score the state at every check (slower; scoring only)")
     args = p.parse_args(argv)
     overrides = S.unlearn_overrides(json.loads(args.overrides))
-    if args.variant:
-        VARIANTS[args.variant]()
     bench = S.parse(["--scenarios", args.scenario, "--threads", "1"])
     torch.set_num_threads(1)
     data = S.build_scenario(bench, args.scenario, args.seed)
     models = S.train_models(bench, args.scenario, args.seed, data)
+    if args.variant:
+        VARIANTS[args.variant](data)
     seg = args.scenario.startswith("seg")
     loaders = {"forget": loader(data["forget"], 256, False),
                "remain_eval": loader(S.sample(data["remain"], 2000, args.seed), 256, False),

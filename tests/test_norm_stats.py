@@ -146,7 +146,9 @@ class TestRemainNormStatsInUnlearn(unittest.TestCase):
 
 class TestBundleSetting(unittest.TestCase):
     def test_the_bundle_setting_reaches_the_check(self):
-        from tests.bundle_fixtures import make_images, overlay_parser, write_json_zoo_bundle
+        from monai.networks.nets import Classifier
+
+        from tests.bundle_fixtures import NETWORK_DEF, make_images, overlay_parser, write_json_zoo_bundle
 
         from monai_unlearn.bundle import unlearn_from_parser
         from monai_unlearn.bundle.settings import DEFAULT_SETTINGS
@@ -157,10 +159,6 @@ class TestBundleSetting(unittest.TestCase):
         zoo = write_json_zoo_bundle(os.path.join(tmp, "zoo"), make_images(os.path.join(tmp, "data")))
         # the wrapped bundle's network with batch norm instead of its instance norm (on the command line), and its
         # weights; untrained ones do here: the check is built from the setting whatever the model knows
-        from monai.networks.nets import Classifier
-
-        from tests.bundle_fixtures import NETWORK_DEF
-
         torch.manual_seed(0)
         net = Classifier(**{k: v for k, v in NETWORK_DEF.items() if k != "_target_"}, norm="batch")
         torch.save(net.state_dict(), os.path.join(zoo, "models", "model.pt"))
