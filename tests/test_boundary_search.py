@@ -156,6 +156,7 @@ class TestConfig(unittest.TestCase):
             ({"gamma": -0.1}, "gamma"),
             ({"lam": -1}, "lam"),
             ({"phi": -1}, "phi"),
+            ({"withdrawn_weight": -0.5}, "withdrawn_weight"),
             ({"noise": "gumbel"}, "noise"),
             ({"target": "argmax"}, "target"),
             ({"remain_loss": "mse"}, "remain_loss"),

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from parameterized import parameterized
 
-from monai_unlearn.core import boundary_targets, distillation_loss, forget_loss, remain_loss, soft_cross_entropy
+from monai_unlearn.core import (
+    boundary_targets, distillation_loss, forget_loss, remain_loss, soft_cross_entropy, withdrawn_loss)
 
 
 class TestBoundaryTargets(unittest.TestCase):
@@ -116,6 +117,29 @@ class TestLosses(unittest.TestCase):
             remain_loss(logits, labels, "distill")
         with self.assertRaisesRegex(ValueError, "unknown remain loss"):
             remain_loss(logits, labels, "mse")
+
+    def test_withdrawn_loss_is_minus_log_of_what_the_kept_classes_hold(self):
+        torch.manual_seed(0)
+        logits = torch.randn(6, 4)
+        withdrawn = torch.tensor([1, 3])
+        p = torch.softmax(logits, 1)[:, [1, 3]].sum(1)
+        self.assertAlmostEqual(withdrawn_loss(logits, withdrawn).item(), (-torch.log1p(-p)).mean().item(), 5)
+        # a class the model is certain of: large but finite, where -log(1 - p) in floating point is infinite
+        certain = torch.tensor([[0.0, 200.0, 0.0, 0.0]])
+        value = withdrawn_loss(certain, torch.tensor([1])).item()
+        self.assertTrue(torch.isfinite(torch.tensor(value)))
+        self.assertGreater(value, 190.0)
+        self.assertAlmostEqual(withdrawn_loss(torch.tensor([[0.0, -200.0, 0.0]]), torch.tensor([1])).item(), 0.0, 6)
+
+    def test_withdrawn_loss_averages_over_the_mask(self):
+        torch.manual_seed(1)
+        logits = torch.randn(2, 3, 4, 4)
+        mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+        mask[0, :2] = True
+        per_voxel = -torch.log1p(-torch.softmax(logits, 1)[:, 2])
+        expected = per_voxel[mask].mean()
+        self.assertAlmostEqual(withdrawn_loss(logits, torch.tensor([2]), mask).item(), expected.item(), 5)
+        self.assertEqual(withdrawn_loss(logits, torch.tensor([2]), torch.zeros_like(mask)).item(), 0.0)
 
 
 if __name__ == "__main__":

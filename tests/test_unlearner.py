@@ -108,6 +108,39 @@ class TestPSGUnlearner(unittest.TestCase):
         self.assertTrue(torch.equal(out["target"][~mask], y[:, 0][~mask]))
         self.assertEqual(out["target"].shape, (2, 6, 6, 6))
 
+    def test_withdrawn_term_only_where_classes_are_withdrawn(self):
+        from monai_unlearn.core.losses import withdrawn_loss
+
+        config = PSGConfig(phi=0.0, withdrawn_weight=2.0)
+        model = tiny_classifier()
+        # no withdrawn classes (the paper's targets, a partial request): the term is left out
+        plain = PSGUnlearner(copy.deepcopy(model), torch.optim.SGD(model.parameters(), lr=0.0), config)
+        out = plain.compute_losses(self.x, self.y)
+        target = out["target"]
+        self.assertAlmostEqual(out["forget_loss"].item(), F.cross_entropy(out["forget_logits"], target).item(), 5)
+        withdrawn = PSGUnlearner(copy.deepcopy(model), torch.optim.SGD(model.parameters(), lr=0.0), config,
+                                 withdrawn_classes=[2])
+        out = withdrawn.compute_losses(self.x, self.y)
+        expected = F.cross_entropy(out["forget_logits"], out["target"]) + 2.0 * withdrawn_loss(
+            out["forget_logits"], torch.tensor([2]))
+        self.assertAlmostEqual(out["forget_loss"].item(), expected.item(), 5)
+        self.assertTrue((out["target"] != 2).all())
+
+    def test_withdrawn_term_lowers_the_withdrawn_class_probability(self):
+        forget = self.y == 2
+
+        def probability_after(weight):
+            torch.manual_seed(0)
+            model = tiny_classifier()
+            unlearner = PSGUnlearner(model, torch.optim.SGD(model.parameters(), lr=0.5),
+                                     PSGConfig(eps=0.2, phi=1.0, withdrawn_weight=weight), withdrawn_classes=[2])
+            for _ in range(5):
+                unlearner.step(self.x[forget], self.y[forget], self.xr[~forget], self.yr[~forget])
+            with torch.no_grad():
+                return torch.softmax(model(self.x[forget]), 1)[:, 2].mean().item()
+
+        self.assertLess(probability_after(3.0), probability_after(0.0))
+
     def test_check_labels(self):
         with self.assertRaisesRegex(ValueError, r"predicts 3 classes \(0..2\)"):
             check_labels(torch.zeros(2, 3), torch.tensor([0, 5]))

@@ -7,7 +7,7 @@ from monai_unlearn.core.boundary_search import BoundarySearchResult, PSGBoundary
 from monai_unlearn.core.composition import compose_models, compose_state_dicts, finetune_on_remain, head_prefixes_for
 from monai_unlearn.core.checks import IGNORE_INDEX, class_mask, mask_forgotten_classes, validate_first_batch
 from monai_unlearn.core.config import PSGConfig
-from monai_unlearn.core.losses import distillation_loss, forget_loss, remain_loss, soft_cross_entropy
+from monai_unlearn.core.losses import distillation_loss, forget_loss, remain_loss, soft_cross_entropy, withdrawn_loss
 from monai_unlearn.core.noise import NOISE_TYPES, sample_noise
 from monai_unlearn.core.forget_selector import parse_forget_selector
 from monai_unlearn.core.selection import (

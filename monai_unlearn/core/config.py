@@ -16,7 +16,8 @@ REMAIN_LOSSES = ("ce", "distill")
 EPS_MODES = ("absolute", "relative")
 #: the PSG parameters of ``unlearn()`` and of the bundle overlay's ``unlearn_params`` when none are given
 PACKAGE_DEFAULT_PARAMS: dict[str, Any] = {"eps": 0.2, "eps_mode": "relative", "num_steps": 1, "gamma": 0.0,
-                                          "lam": 0.0, "phi": 4.0, "target": "hard", "remain_loss": "ce", "seed": 0}
+                                          "lam": 0.0, "phi": 4.0, "target": "hard", "remain_loss": "ce", "withdrawn_weight": 3.0,
+                                          "seed": 0}
 #: the pass budget (the calibrated stop usually ends sooner) and learning rate of ``unlearn()`` and the bundle
 DEFAULT_EPOCHS = 15
 DEFAULT_LR = 1e-3
@@ -61,6 +62,10 @@ class PSGConfig:
         remain_loss: ``"ce"`` (cross-entropy on remain labels) or ``"distill"`` (KL divergence to the
             reference's predictions on remain images).
         distill_temperature: temperature of the distillation term.
+        withdrawn_weight: weight of a term that drives the probability of the withdrawn classes on the forget items
+            toward 0, as in a model never trained on them (``monai_unlearn.core.losses.withdrawn_loss``). It acts only
+            in runs whose regime withdrew whole classes (``PSGUnlearner(withdrawn_classes=...)``); 0 leaves it out,
+            as the paper does.
         seed: seed of the search noise; ``None`` draws from the global generator.
 
     Raises:
@@ -86,6 +91,7 @@ class PSGConfig:
     phi: float = 1.0
     remain_loss: str = "ce"
     distill_temperature: float = 2.0
+    withdrawn_weight: float = 0.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -108,7 +114,7 @@ class PSGConfig:
         self.num_steps = int(self.num_steps)
         if self.step_size is not None and not self.step_size > 0:
             raise ValueError(f"step_size must be positive or None, got {self.step_size}.")
-        for name in ("gamma", "lam", "phi", "lambda_decay"):
+        for name in ("gamma", "lam", "phi", "lambda_decay", "withdrawn_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}.")
         for name in ("temperature", "distill_temperature"):
@@ -133,8 +139,9 @@ class PSGConfig:
     @classmethod
     def package_default(cls, **kwargs: Any) -> PSGConfig:
         """The parameters ``unlearn()`` and the bundle use when none are given: a search radius of a fifth of each
-        batch's intensity range (so it fits CT numbers and [0, 1] images alike), one step, and the remain term at
-        weight 4, which keeps retention while the calibrated stop decides how far to go."""
+        batch's intensity range (so it fits CT numbers and [0, 1] images alike), one step, the remain term at
+        weight 4, which keeps retention while the calibrated stop decides how far to go, and, where whole classes are
+        withdrawn, their probability on the forget items driven toward 0 at weight 3."""
         return cls(**{**PACKAGE_DEFAULT_PARAMS, **kwargs})
 
     @classmethod

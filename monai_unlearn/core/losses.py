@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["forget_loss", "remain_loss", "soft_cross_entropy", "distillation_loss"]
+__all__ = ["forget_loss", "remain_loss", "soft_cross_entropy", "distillation_loss", "withdrawn_loss"]
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
@@ -18,6 +18,33 @@ def forget_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if target.is_floating_point():
         return soft_cross_entropy(logits, target)
     return F.cross_entropy(logits.float(), target)
+
+
+def withdrawn_loss(logits: torch.Tensor, withdrawn: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``-log(1 - p_withdrawn)``: how much probability the model still gives the withdrawn classes, averaged.
+
+    A model retrained without a class gives it almost no probability anywhere; the boundary targets only make
+    another class win on the forget items, so the withdrawn class keeps much of its probability there (its loss
+    stays low, and a membership attack tells the items apart). This term drives that probability toward 0.
+    Computed as ``logsumexp`` over all classes minus ``logsumexp`` over the kept ones, stable for any logits.
+
+    Args:
+        logits: ``(B, C)`` or ``(B, C, *spatial)``.
+        withdrawn: index tensor of the withdrawn classes (on ``logits``' device).
+        mask: optional boolean ``(B, *spatial)``: the elements to average over (segmentation: the forgotten
+            voxels); an empty mask gives 0.
+
+    Returns:
+        a scalar loss.
+    """
+    logits = logits.float()
+    kept = torch.ones(logits.shape[1], dtype=torch.bool, device=logits.device)
+    kept[withdrawn] = False
+    per_element = torch.logsumexp(logits, dim=1) - torch.logsumexp(logits[:, kept], dim=1)
+    if mask is None:
+        return per_element.mean()
+    weight = mask.to(per_element.dtype)
+    return (per_element * weight).sum() / weight.sum().clamp_min(1)
 
 
 def distillation_loss(logits: torch.Tensor, reference_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:

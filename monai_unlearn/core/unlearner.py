@@ -11,7 +11,7 @@ import torch
 from monai_unlearn.core.batch import label_index_for_image
 from monai_unlearn.core.boundary_search import PSGBoundarySearch, frozen_reference
 from monai_unlearn.core.config import PSGConfig
-from monai_unlearn.core.losses import forget_loss, remain_loss
+from monai_unlearn.core.losses import forget_loss, remain_loss, withdrawn_loss
 from monai_unlearn.core.schedules import lambda_at
 from monai_unlearn.core.targets import boundary_targets, targets_differ
 
@@ -35,7 +35,9 @@ class PSGUnlearner:
     """Performs PSG unlearning steps on ``model`` against a frozen copy of its original weights.
 
     Each ``step`` runs the boundary search on the reference for the forget batch, turns the boundary point into
-    targets, and makes one optimizer step on ``forget_loss + phi * remain_loss``. Everything stays on the
+    targets, and makes one optimizer step on ``forget_loss + phi * remain_loss``. With ``withdrawn_classes``, the
+    forget term also has ``withdrawn_weight * withdrawn_loss`` (the withdrawn classes' probability on the forget
+    items, driven toward 0). Everything stays on the
     model's device and no value is read back to the host, so the step suits GPU pipelines; the returned
     losses are detached tensors.
 
@@ -47,7 +49,8 @@ class PSGUnlearner:
         amp: mixed precision on CUDA (autocast plus a gradient scaler); ignored on CPU.
         total_iterations: the planned number of steps, used by the ``linear`` lambda schedule.
         withdrawn_classes: classes withdrawn from the model: no boundary target takes them (see
-            ``boundary_targets``' ``excluded_classes``). ``None`` reads the targets off the boundary point as the
+            ``boundary_targets``' ``excluded_classes``), and the config's ``withdrawn_weight`` term drives their
+            probability on the forget items toward 0. ``None`` reads the targets off the boundary point as the
             paper does.
 
     Example::
@@ -151,6 +154,10 @@ class PSGUnlearner:
                 forget_logits = self.model(forget_image)
                 remain_logits = self.model(remain_image) if use_remain else None
         loss_forget = forget_loss(forget_logits, target)
+        excluded = self._excluded_classes(device)
+        if excluded is not None and cfg.withdrawn_weight > 0:
+            # a withdrawn class: its probability on the forget items goes toward 0, as in a model never trained on it
+            loss_forget = loss_forget + cfg.withdrawn_weight * withdrawn_loss(forget_logits, excluded, forget_mask)
         loss = loss_forget
         loss_remain = torch.zeros((), device=device)
         if use_remain:

@@ -134,7 +134,8 @@ class UnlearningTrainer(Trainer):
             batch from the forget loader; otherwise the check runs on the first iteration's batch.
         withdrawn_classes: classes withdrawn from the model (no kept item has them): no boundary target takes
             them, so a forget item whose search did not cross the boundary moves toward the nearest class that
-            stays instead of keeping its label. ``regime_stop_handler`` finds them (its handler's
+            stays instead of keeping its label, and their probability on the forget items is driven toward 0
+            (``PSGConfig.withdrawn_weight``). ``regime_stop_handler`` finds them (its handler's
             ``withdrawn_classes``); ``None`` uses the boundary point's label as the paper does.
 
     Raises:
