@@ -209,6 +209,27 @@ class TestCalibratedStop(unittest.TestCase):
         self.assertEqual((trainer.state.epoch, handler.record["best_iteration"], handler.record["rewound"]),
                          (4, 4, True))
 
+    def test_a_withdrawn_class_run_finishes_a_repair_that_is_still_under_way(self):
+        # pass 2 forgets the class admissibly (0.885, within 0.02 of the original's 0.9) while the guard is still
+        # rising from pass 1's 0.7: with finish_repair one more check; pass 3 brings the guard back to 0.9 and stops
+        scores, guards = [0.9, 0.4, 0.3, 0.3, 0.3], [0.9, 0.7, 0.885, 0.9, 0.91]
+        _, trainer, handler = self.make(scores, guard_values=guards, mode="reach", repair_at_target=True, epochs=4,
+                                        finish_repair=True)
+        trainer.run()
+        self.assertEqual(trainer.state.epoch, 3)
+        self.assertEqual((handler.record["best_iteration"], handler.record["rewound"]), (6, False))
+        self.assertEqual([c.get("repairing", False) for c in handler.record["checks"]], [False, True, False])
+        # a next check whose guard falls again stops the run and returns to the better state before it
+        _, trainer, handler = self.make(scores, guard_values=[0.9, 0.7, 0.885, 0.88, 0.9], mode="reach",
+                                        repair_at_target=True, epochs=4, finish_repair=True)
+        trainer.run()
+        self.assertEqual(trainer.state.epoch, 3)
+        self.assertEqual((handler.record["best_iteration"], handler.record["rewound"]), (4, True))
+        # without it (the handler's default) the first admissible state stops the run
+        _, trainer, handler = self.make(scores, guard_values=guards, mode="reach", repair_at_target=True, epochs=4)
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["best_iteration"]), (2, 4))
+
     def test_a_partial_run_that_stops_coming_closer_ends_early_and_rewinds(self):
         # target 0.5: pass 1 comes closer (0.7), passes 2-3 drift away; with stall_limit 2 the run ends at pass 3
         # instead of using its budget of 6, and returns to pass 1
@@ -268,6 +289,16 @@ class TestRegimeInUnlearn(unittest.TestCase):
         forget = DataLoader(TensorDataset(train_x[forget_mask], train_y[forget_mask]), 8)
         remain = DataLoader(TensorDataset(train_x[~forget_mask], train_y[~forget_mask]), 8)
         return forget, remain, DataLoader(TensorDataset(self.x[72:], self.y[72:]), 8)
+
+    def test_only_a_withdrawn_class_finishes_a_repair_under_way(self):
+        from monai_unlearn.handlers import regime_stop_handler
+
+        for forget_mask, regime, finish in ((self.y[:72] == 2, "class", True),
+                                            (torch.arange(72) % 5 == 0, "partial", False)):
+            forget, remain, held_out = self.loaders(forget_mask)
+            handler, record = regime_stop_handler("auto", self.net, copy.deepcopy(self.net), forget, remain, held_out,
+                                                  "classification", None, "cpu", lambda _: 0.0, transfer_check=False)
+            self.assertEqual((record["regime"]["regime"], handler.finish_repair), (regime, finish))
 
     def test_withdrawn_class_stops_when_it_is_gone(self):
         forget, remain, held_out = self.loaders(self.y[:72] == 2)

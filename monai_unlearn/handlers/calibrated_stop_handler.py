@@ -51,7 +51,10 @@ class CalibratedStopHandler:
       Once the target is met the run stops when the best state is admissible and ``patience`` checks (0: none)
       brought no higher guard; while the best state is not admissible, with ``repair_at_target`` (or
       ``patience > 0``) the run goes on while the remain term repairs retention, to its budget at most, and
-      without it stops at once. The best state is the one that meets the target with the highest guard.
+      without it stops at once. The best state is the one that meets the target with the highest guard. With
+      ``finish_repair``, an admissible state at the target whose guard is still below the original's and higher
+      than at the last check does not stop the run either: retention is still coming back, and the next check
+      decides (the rewind keeps the better of the two).
     - ``mode="closest"`` (partial forgetting: the target is a level to match, overshooting it over-forgets): the
       admissible state whose score is closest to the target is best, the original included, so a run that only
       damages retention or jumps far below the target returns to a better state. With ``stall_limit`` a run that
@@ -100,6 +103,8 @@ class CalibratedStopHandler:
             (``record["stopped"] == "target_at_start"``): the forget items are already treated like held-out data of
             their kind, or the withdrawn class is already never predicted on them.
         renormalize_fn: optional ``callable(network)`` for a check whose guard fell (see above).
+        finish_repair: ``"reach"`` mode: go on past an admissible state at the target while its guard is below the
+            original's and still rising (see above).
         name: logger name; ``None`` uses the engine's logger.
 
     Raises:
@@ -125,6 +130,7 @@ class CalibratedStopHandler:
         withdrawn_classes: Sequence[int] | None = None,
         stop_at_start: bool = True,
         renormalize_fn: Callable[[torch.nn.Module], Any] | None = None,
+        finish_repair: bool = False,
         name: str | None = None,
     ) -> None:
         if mode not in ("reach", "closest"):
@@ -136,6 +142,7 @@ class CalibratedStopHandler:
         self.withdrawn_classes = sorted({int(c) for c in withdrawn_classes}) if withdrawn_classes else None
         self.stop_at_start = bool(stop_at_start)
         self.renormalize_fn = renormalize_fn
+        self.finish_repair = bool(finish_repair)
         self._stalls = 0
         self._progress_mark = float("inf")
         self._repair_guard = float("-inf")
@@ -306,6 +313,11 @@ class CalibratedStopHandler:
                 logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; going on while "
                             "retention is repaired.")
             return
+        if self.finish_repair and self._still_repairing():
+            self.record["checks"][-1]["repairing"] = True
+            logger.info(f"CalibratedStopHandler: target met at epoch {engine.state.epoch} with the guard still "
+                        "below the original's and rising; going on for one more check.")
+            return
         self._stalls = 0 if first or improved else self._stalls + 1
         if self._stalls >= self.patience:
             logger.info("CalibratedStopHandler: target reached" + (
@@ -316,6 +328,17 @@ class CalibratedStopHandler:
         elif first:
             logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; going on while the "
                         "guard improves.")
+
+    def _still_repairing(self) -> bool:
+        """Whether the last check met the target admissibly with a guard below the original's but above the check
+        before (the original's guard for the first check)."""
+        checks = self.record["checks"]
+        last = checks[-1]
+        guard = last["guard"]
+        if guard is None or self._guard0 is None or not last["admissible"] or not self._meets_target(last["score"]):
+            return False
+        before = checks[-2]["guard"] if len(checks) > 1 else self._guard0
+        return guard < self._guard0 and before is not None and guard > before
 
     def _completed(self, engine: Engine) -> None:
         if self._best is None:
@@ -458,6 +481,9 @@ def regime_stop_handler(
         # stops; partial: only for a source unlike the kept ones, which is first forgotten together with what
         # resembles it (elsewhere such a repair does not come, and would cost passes)
         repair_at_target=mode == "reach" or unlike_kept,
+        # a withdrawn class gone while held-out accuracy on the kept labels is still coming back: one more check
+        # (the first admissible state is otherwise where a strong forget step leaves retention half repaired)
+        finish_repair=mode == "reach",
         # no forget item may be moved into a class that is withdrawn: a retrained model never predicts it
         withdrawn_classes=decision.withdrawn_labels,
         renormalize_fn=_norm_stats_from(remain_loader, revised, prepare_batch, device) if remain_norm_stats else None)
