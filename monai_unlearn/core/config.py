@@ -16,8 +16,8 @@ REMAIN_LOSSES = ("ce", "distill")
 EPS_MODES = ("absolute", "relative")
 #: the PSG parameters of ``unlearn()`` and of the bundle overlay's ``unlearn_params`` when none are given
 PACKAGE_DEFAULT_PARAMS: dict[str, Any] = {"eps": 0.2, "eps_mode": "relative", "num_steps": 1, "gamma": 0.0,
-                                          "lam": 0.0, "phi": 4.0, "target": "hard", "remain_loss": "ce", "withdrawn_weight": 3.0,
-                                          "seed": 0}
+                                          "lam": 0.0, "phi": 4.0, "target": "hard", "remain_loss": "ce",
+                                          "withdrawn_weight": 3.0, "seed": 0}
 #: the pass budget (the calibrated stop usually ends sooner) and learning rate of ``unlearn()`` and the bundle
 DEFAULT_EPOCHS = 15
 DEFAULT_LR = 1e-3

@@ -37,9 +37,8 @@ class PSGUnlearner:
     Each ``step`` runs the boundary search on the reference for the forget batch, turns the boundary point into
     targets, and makes one optimizer step on ``forget_loss + phi * remain_loss``. With ``withdrawn_classes``, the
     forget term also has ``withdrawn_weight * withdrawn_loss`` (the withdrawn classes' probability on the forget
-    items, driven toward 0). Everything stays on the
-    model's device and no value is read back to the host, so the step suits GPU pipelines; the returned
-    losses are detached tensors.
+    items, driven toward 0). Everything stays on the model's device and no value is read back to the host, so the
+    step suits GPU pipelines; the returned losses are detached tensors.
 
     Args:
         model: the network to revise, in place.
