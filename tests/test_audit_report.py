@@ -58,6 +58,15 @@ class TestAuditReport(unittest.TestCase):
             audit, {"name": "x"}, {}, "verify")
         self.assertIn("- batch-norm running statistics estimated again from remain data at a check whose guard fell "
                       "(2 check(s) did)", text)
+        self.assertNotIn("driven toward 0", text)
+        self.assertNotIn("went on while", text)
+        # a withdrawn class: the term on its probability, and a check that finished a repair under way
+        withdrawn = {**stopping, "withdrawn_targets": [2], "checks": [{}, {"repairing": True}, {}]}
+        text = render_audit_markdown({**RECORD, "config": {**RECORD.get("config", {}), "withdrawn_weight": 3.0},
+                                      "stopping": withdrawn}, audit, {"name": "x"}, {}, "verify")
+        self.assertIn("- the withdrawn label(s)' probability on the forgotten items was driven toward 0 (weight 3.0)",
+                      text)
+        self.assertIn("- 1 check(s) at the target went on while held-out accuracy on the kept labels", text)
 
     def test_write_is_atomic_and_complete(self):
         audit = build_audit([{"image": "a.nii.gz", "label": 0}], "label=0", {}, None)

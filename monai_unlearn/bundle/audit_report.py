@@ -122,6 +122,14 @@ def render_audit_markdown(
         if stopping.get("withdrawn_targets"):
             notes.append(f"no forgotten item was relabelled with a withdrawn label ({stopping['withdrawn_targets']}): "
                          "where the boundary search did not cross, the target was the nearest label that stays")
+            weight = (record.get("config") or {}).get("withdrawn_weight")
+            if weight:
+                notes.append(f"the withdrawn label(s)' probability on the forgotten items was driven toward 0 (weight "
+                             f"{weight}), as in a model never trained on them")
+        repairing = sum(1 for c in stopping.get("checks") or [] if c.get("repairing"))
+        if repairing:
+            notes.append(f"{repairing} check(s) at the target went on while held-out accuracy on the kept labels was "
+                         "still below the original's and rising")
         if stopping.get("norm_stats"):
             renormalized = sum(1 for c in stopping.get("checks") or [] if c.get("renormalized"))
             notes.append(f"batch-norm running statistics {stopping['norm_stats']} ({renormalized} check(s) did)")
