@@ -7,6 +7,8 @@ never the retrained model.
 
     python benchmarks/regime_digits.py                # 3 seeds, about 2 minutes on 2 CPU cores
     python benchmarks/regime_digits.py --quick        # 1 seed, fewer passes (seconds)
+    python benchmarks/regime_digits.py --seeds 5 --withdrawn-weights 0,3   # the package default, class 3 withdrawn,
+                                                                           # per PSGConfig.withdrawn_weight
 """
 
 from __future__ import annotations
@@ -50,14 +52,23 @@ def train(images: torch.Tensor, labels: torch.Tensor, seed: int, epochs: int) ->
     return model
 
 
-def run(seeds: int, passes: int, train_epochs: int) -> list[dict]:
+def load() -> tuple[torch.Tensor, torch.Tensor]:
+    """The digits as ``(N, 1, 8, 8)`` images in [0, 1] and their labels."""
     digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.tensor(digits.target)
+    return torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0, torch.tensor(digits.target)
+
+
+def split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A seed's train / validation / test indices (1200 / 300 / the rest)."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    return order[:1200], order[1200:1500], order[1500:]
+
+
+def run(seeds: int, passes: int, train_epochs: int) -> list[dict]:
+    images, labels = load()
     rows = []
     for seed in range(seeds):
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-        train_idx, val_idx, test_idx = order[:1200], order[1200:1500], order[1500:]
+        train_idx, val_idx, test_idx = split(labels, seed)
         original = train(images[train_idx], labels[train_idx], seed, train_epochs)
         of_class = train_idx[labels[train_idx] == FORGET_CLASS]
         subset = of_class[torch.randperm(len(of_class), generator=torch.Generator().manual_seed(seed))[: len(of_class) // 5]]
@@ -88,6 +99,38 @@ def run(seeds: int, passes: int, train_epochs: int) -> list[dict]:
     return rows
 
 
+def run_withdrawn_weights(seeds: int, weights: list[float], train_epochs: int) -> list[dict]:
+    """Class 3 withdrawn with the package default (``unlearn(original, forget, remain, val_loader=val)``), once per
+    ``PSGConfig.withdrawn_weight`` in ``weights``, on each seed's original and retrained models."""
+    images, labels = load()
+    rows = []
+    for seed in range(seeds):
+        train_idx, val_idx, test_idx = split(labels, seed)
+        original = train(images[train_idx], labels[train_idx], seed, train_epochs)
+        forget = train_idx[labels[train_idx] == FORGET_CLASS]
+        remain = train_idx[labels[train_idx] != FORGET_CLASS]
+        start = time.perf_counter()
+        retrained = train(images[remain], labels[remain], seed, train_epochs)
+        retrain_s = time.perf_counter() - start
+
+        def loader(idx: torch.Tensor, shuffle: bool = False) -> DataLoader:
+            return DataLoader(TensorDataset(images[idx], labels[idx]), 32, shuffle=shuffle,
+                              generator=torch.Generator().manual_seed(seed))
+
+        for weight in weights:
+            torch.manual_seed(seed)
+            _, result = unlearn(original, loader(forget, True), loader(remain, True),
+                                config=PSGConfig.package_default(withdrawn_weight=weight), val_loader=loader(val_idx),
+                                test_loader=loader(test_idx), retrained_model=retrained, num_classes=10, progress=False)
+            rows.append({"seed": seed, "request": "class 3 withdrawn, package default",
+                         "method": f"withdrawn_weight {weight:g}", "passes": result.epochs, "time_s": result.time_s,
+                         "retrain_s": retrain_s, **result.retrain_gap,
+                         "before": {k: result.before[k]["accuracy"] for k in ("forget", "remain", "test")},
+                         "after": {k: result.after[k]["accuracy"] for k in ("forget", "remain", "test")},
+                         "retrained": {k: result.retrained[k]["accuracy"] for k in ("forget", "remain", "test")}})
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     def mean_sd(values: list[float]) -> str:
         return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
@@ -113,18 +156,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--train-epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--withdrawn-weights", default=None,
+                        help="comma-separated PSGConfig.withdrawn_weight values: run the package default on class 3 "
+                             "withdrawn once per value instead of the fixed-passes comparison")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:
         args.seeds, args.passes, args.train_epochs = 1, 2, 3
-    rows = run(args.seeds, args.passes, args.train_epochs)
+    if args.withdrawn_weights:
+        weights = [float(w) for w in args.withdrawn_weights.split(",")]
+        rows, name = run_withdrawn_weights(args.seeds, weights, args.train_epochs), "regime_digits_withdrawn.json"
+    else:
+        rows, name = run(args.seeds, args.passes, args.train_epochs), "regime_digits.json"
     print(table(rows))
-    return rows
     if not args.quick:
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "regime_digits.json"), "w") as f:
+        with open(os.path.join(args.out, name), "w") as f:
             json.dump(rows, f, indent=1)
+    return rows
 
 
 if __name__ == "__main__":

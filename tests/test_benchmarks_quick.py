@@ -88,6 +88,23 @@ class TestRegimeDigitsQuick(unittest.TestCase):
         self.assertGreater(rows[3]["target"], 0.0)  # the partial one is the held-out accuracy of the class
         self.assertIn("| random 20 % of class 3 | regime auto |", printed.getvalue())
 
+    def test_package_default_per_withdrawn_weight(self):
+        import contextlib
+        import importlib.util
+        import io
+        import math
+
+        spec = importlib.util.spec_from_file_location("regime_digits", ROOT / "benchmarks" / "regime_digits.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            rows = module.main(["--quick", "--threads", "1", "--withdrawn-weights", "0,3"])
+        self.assertEqual([r["method"] for r in rows], ["withdrawn_weight 0", "withdrawn_weight 3"])
+        for row in rows:
+            self.assertTrue(math.isfinite(row["average_gap"]))
+            self.assertEqual(row["retrained"]["forget"], 0.0)  # retrained without the class: it is never predicted
+        self.assertIn("| class 3 withdrawn, package default | withdrawn_weight 3 |", printed.getvalue())
+
 
 class TestDeviceForgettingQuick(unittest.TestCase):
     def test_device_forgetting_quick(self):
