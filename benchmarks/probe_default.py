@@ -7,6 +7,8 @@
     python benchmarks/probe_default.py seg_scanner_b 0 --variant crossed_only
     python benchmarks/probe_default.py slices_cranium 0 --trace              # score every checked state too
     python benchmarks/probe_default.py slices_cranium 1 --variant bn_check   # own vs kept data's BN statistics
+    python benchmarks/probe_default.py fmnist_class0 1 --fmnist-train 20000 --fmnist-epochs 15 --trace
+    python benchmarks/probe_default.py slices_cranium 2 --variant withdrawn_term_only
 
 For trying a change to the default before building it: the variants are the ones ``RESULTS_SCENARIOS.md`` lists as
 tried and not kept. ``remain_boost`` doubles the remain weight (phi) at every check whose held-out guard fell more
@@ -14,8 +16,9 @@ than the bound, up to four times the default, and restores it at the first admis
 the forget term only to items whose boundary search crossed (the others are left out instead of being taught their
 own label again); withdrawn classes are unaffected (every target there crosses). ``bn_check`` (a diagnostic that leaves
 the run as it is), ``renormalize_every_check`` and ``remain_normalised``: batch-norm statistics, see their docstrings
-and ``RESULTS_SCENARIOS.md``. The models come from the benchmark's
-cache (``python benchmarks/scenarios.py`` trains them); the retrained model only scores. ``--trace`` also scores the
+and ``RESULTS_SCENARIOS.md``. ``withdrawn_term_only``: a withdrawn class's forget term is the withdrawn-probability
+term alone (``PSGConfig.withdrawn_weight``), without the cross-entropy to the boundary targets. The models come from
+the benchmark's cache (``python benchmarks/scenarios.py`` trains them); the retrained model only scores. ``--trace`` also scores the
 state at every check against the retrained model (forget / remain / test / MIA and the gap), to see where the ideal
 stop would have been; the time it prints then includes that scoring.
 """
@@ -166,8 +169,14 @@ def remain_normalised(data: dict) -> None:
     unlearner_module.PSGUnlearner.compute_losses = patched
 
 
+def withdrawn_term_only(data: dict) -> None:
+    """Drop the cross-entropy to the boundary targets from the forget term (the withdrawn-class term stays)."""
+    unlearner_module.forget_loss = lambda logits, target: logits.float().sum() * 0.0
+
+
 VARIANTS = {"remain_boost": remain_boost, "crossed_only": crossed_only, "bn_check": bn_check,
-            "renormalize_every_check": renormalize_every_check, "remain_normalised": remain_normalised}
+            "renormalize_every_check": renormalize_every_check, "remain_normalised": remain_normalised,
+            "withdrawn_term_only": withdrawn_term_only}
 
 
 def main(argv=None) -> dict:
@@ -177,9 +186,13 @@ def main(argv=None) -> dict:
     p.add_argument("overrides", nargs="?", default="{}", help="JSON: unlearn() arguments; 'psg' holds PSGConfig fields")
     p.add_argument("--variant", choices=list(VARIANTS), default=None)
     p.add_argument("--trace", action="store_true", help="score the state at every check (slower; scoring only)")
+    p.add_argument("--fmnist-train", type=int, default=None, help="the benchmark's --fmnist-train (cached models)")
+    p.add_argument("--fmnist-epochs", type=int, default=None, help="the benchmark's --fmnist-epochs")
     args = p.parse_args(argv)
     overrides = S.unlearn_overrides(json.loads(args.overrides))
-    bench = S.parse(["--scenarios", args.scenario, "--threads", "1"])
+    sizes = [f"--{name}={value}" for name, value in (("fmnist-train", args.fmnist_train),
+                                                      ("fmnist-epochs", args.fmnist_epochs)) if value is not None]
+    bench = S.parse(["--scenarios", args.scenario, "--threads", "1", *sizes])
     torch.set_num_threads(1)
     data = S.build_scenario(bench, args.scenario, args.seed)
     models = S.train_models(bench, args.scenario, args.seed, data)
