@@ -58,24 +58,27 @@ def load() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0, torch.tensor(digits.target)
 
 
-def split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A seed's train / validation / test indices (1200 / 300 / the rest)."""
+def seed_setup(images: torch.Tensor, labels: torch.Tensor, seed: int, train_epochs: int):
+    """A seed's train / validation / test indices (1200 / 300 / the rest), its original model, and a loader maker
+    (``loader(indices, shuffle=False)``, batches of 32 in a seeded order)."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    return order[:1200], order[1200:1500], order[1500:]
+    train_idx, val_idx, test_idx = order[:1200], order[1200:1500], order[1500:]
+    original = train(images[train_idx], labels[train_idx], seed, train_epochs)
+
+    def loader(idx: torch.Tensor, shuffle: bool = False) -> DataLoader:
+        return DataLoader(TensorDataset(images[idx], labels[idx]), 32, shuffle=shuffle,
+                          generator=torch.Generator().manual_seed(seed))
+
+    return (train_idx, val_idx, test_idx), original, loader
 
 
 def run(seeds: int, passes: int, train_epochs: int) -> list[dict]:
     images, labels = load()
     rows = []
     for seed in range(seeds):
-        train_idx, val_idx, test_idx = split(labels, seed)
-        original = train(images[train_idx], labels[train_idx], seed, train_epochs)
+        (train_idx, val_idx, test_idx), original, loader = seed_setup(images, labels, seed, train_epochs)
         of_class = train_idx[labels[train_idx] == FORGET_CLASS]
         subset = of_class[torch.randperm(len(of_class), generator=torch.Generator().manual_seed(seed))[: len(of_class) // 5]]
-
-        def loader(idx: torch.Tensor, shuffle: bool = False) -> DataLoader:
-            return DataLoader(TensorDataset(images[idx], labels[idx]), 32, shuffle=shuffle,
-                              generator=torch.Generator().manual_seed(seed))
 
         for request, forget in (("class 3 withdrawn", of_class), ("random 20 % of class 3", subset)):
             remain = train_idx[~torch.isin(train_idx, forget)]
@@ -105,17 +108,12 @@ def run_withdrawn_weights(seeds: int, weights: list[float], train_epochs: int) -
     images, labels = load()
     rows = []
     for seed in range(seeds):
-        train_idx, val_idx, test_idx = split(labels, seed)
-        original = train(images[train_idx], labels[train_idx], seed, train_epochs)
+        (train_idx, val_idx, test_idx), original, loader = seed_setup(images, labels, seed, train_epochs)
         forget = train_idx[labels[train_idx] == FORGET_CLASS]
         remain = train_idx[labels[train_idx] != FORGET_CLASS]
         start = time.perf_counter()
         retrained = train(images[remain], labels[remain], seed, train_epochs)
         retrain_s = time.perf_counter() - start
-
-        def loader(idx: torch.Tensor, shuffle: bool = False) -> DataLoader:
-            return DataLoader(TensorDataset(images[idx], labels[idx]), 32, shuffle=shuffle,
-                              generator=torch.Generator().manual_seed(seed))
 
         for weight in weights:
             torch.manual_seed(seed)
