@@ -6,8 +6,9 @@ the kept data with figures drawn largely from the data it was asked to forget, u
 whose statistics come from the kept data alone. Where the forget items differ from the kept ones (a retired scanner, a
 withdrawn class) this alone can make a kept class unrecognisable in eval mode while the training loss looks fine.
 ``reestimate_running_stats`` recomputes the statistics from remain batches with the current weights, the way
-``torch.optim.swa_utils.update_bn`` does after weight averaging; the calibrated stop calls it before each check, so the
-state it scores, keeps and returns is normalised like a model of the kept data.
+``torch.optim.swa_utils.update_bn`` does after weight averaging. With the opt-in ``remain_norm_stats``, the calibrated
+stop calls it at a check whose retention guard fell and checks that state again, so a state it then keeps and returns
+is normalised like a model of the kept data.
 """
 
 from __future__ import annotations

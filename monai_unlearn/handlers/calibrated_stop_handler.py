@@ -313,7 +313,7 @@ class CalibratedStopHandler:
                 logger.info(f"CalibratedStopHandler: target reached at epoch {engine.state.epoch}; going on while "
                             "retention is repaired.")
             return
-        if self.finish_repair and self._still_repairing():
+        if self.finish_repair and reached and self._still_repairing():
             self.record["checks"][-1]["repairing"] = True
             logger.info(f"CalibratedStopHandler: target met at epoch {engine.state.epoch} with the guard still "
                         "below the original's and rising; going on for one more check.")
@@ -330,15 +330,14 @@ class CalibratedStopHandler:
                         "guard improves.")
 
     def _still_repairing(self) -> bool:
-        """Whether the last check met the target admissibly with a guard below the original's but above the check
-        before (the original's guard for the first check)."""
+        """Whether the last check is admissible with a guard below the original's but above the check before (the
+        original's guard for the first check)."""
         checks = self.record["checks"]
-        last = checks[-1]
-        guard = last["guard"]
-        if guard is None or self._guard0 is None or not last["admissible"] or not self._meets_target(last["score"]):
+        guard = checks[-1]["guard"]
+        if guard is None or self._guard0 is None or not checks[-1]["admissible"]:
             return False
         before = checks[-2]["guard"] if len(checks) > 1 else self._guard0
-        return guard < self._guard0 and before is not None and guard > before
+        return before < guard < self._guard0
 
     def _completed(self, engine: Engine) -> None:
         if self._best is None:
