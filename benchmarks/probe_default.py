@@ -9,6 +9,7 @@
     python benchmarks/probe_default.py slices_cranium 1 --variant bn_check   # own vs kept data's BN statistics
     python benchmarks/probe_default.py fmnist_class0 1 --fmnist-train 20000 --fmnist-epochs 15 --trace
     python benchmarks/probe_default.py slices_cranium 2 --variant withdrawn_term_only
+    python benchmarks/probe_default.py brain_mni152 0 --profile             # where the run's time goes (cProfile)
 
 For trying a change to the default before building it: the variants are the ones ``RESULTS_SCENARIOS.md`` lists as
 tried and not kept. ``remain_boost`` doubles the remain weight (phi) at every check whose held-out guard fell more
@@ -27,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import cProfile
 import json
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -186,6 +189,7 @@ def main(argv=None) -> dict:
     p.add_argument("overrides", nargs="?", default="{}", help="JSON: unlearn() arguments; 'psg' holds PSGConfig fields")
     p.add_argument("--variant", choices=list(VARIANTS), default=None)
     p.add_argument("--trace", action="store_true", help="score the state at every check (slower; scoring only)")
+    p.add_argument("--profile", action="store_true", help="print the run's 40 costliest calls (cProfile, cumulative)")
     p.add_argument("--fmnist-train", type=int, default=None, help="the benchmark's --fmnist-train (cached models)")
     p.add_argument("--fmnist-epochs", type=int, default=None, help="the benchmark's --fmnist-epochs")
     args = p.parse_args(argv)
@@ -210,11 +214,17 @@ def main(argv=None) -> dict:
     bs = data["batch_size"]
     task = {"task": "segmentation", "forget_classes": data.get("forget_classes")} if seg else {}
     torch.manual_seed(args.seed)
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler:
+        profiler.enable()
     start = time.perf_counter()
     model, result = unlearn(models["original"], loader(data["forget"], bs, True, args.seed),
                             loader(data["remain"], bs, True, args.seed), val_loader=loader(data["val"], 256, False),
                             evaluate=False, progress=False, **task, **overrides)
     seconds = time.perf_counter() - start
+    if profiler:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
     row = S.evaluate(model, data, loaders, seg)
     stopping = result.stopping
     print(f"regime {stopping['regime']['regime']}, target {stopping['calibration']['target']:.3f}, stopped "
