@@ -31,8 +31,9 @@ class UnlearningResult:
         retrain_gap: absolute differences between ``after`` and ``retrained`` headline numbers.
         history: per-epoch mean losses and boundary flip rates.
         stopping: with a regime: the regime decision, the calibrated target, every check, why the run stopped,
-            whether it rewound and the withdrawn labels no boundary target took (``withdrawn_targets``); ``None`` for
-            a fixed number of passes.
+            whether it rewound, the withdrawn labels no boundary target took (``withdrawn_targets``) and, when the
+            classification head was revised alone (``PSGConfig.withdrawn_scope``), ``head_only``: its name and
+            whether the run gave that up for the whole network; ``None`` for a fixed number of passes.
     """
 
     method: str
@@ -75,8 +76,10 @@ def run_result(trainer: Any, history: Any, metrics: Any, stopping: dict[str, Any
     regime's stopping record when one stopped it. ``unlearn()`` and the bundle both build their record here."""
     config = trainer.unlearner.config
     after, retrained = metrics.latest, metrics.retrained
-    if stopping is not None:  # the labels no boundary target took (the regime's withdrawn classes)
-        stopping = {**stopping, "withdrawn_targets": list(trainer.unlearner.withdrawn_classes or [])}
+    if stopping is not None:  # the labels no boundary target took (the regime's withdrawn classes), and the head
+        unlearner = trainer.unlearner
+        head = None if unlearner.head is None else {"name": unlearner.head[0], "given_up": unlearner.head_given_up}
+        stopping = {**stopping, "withdrawn_targets": list(unlearner.withdrawn_classes or []), "head_only": head}
     gap = retrain_gap(headline_rows(after), headline_rows(retrained)) if after and retrained else None
     return UnlearningResult(
         method=method_name(config), config=config.to_dict(), optimizer=optimizer_record(trainer.optimizer),

@@ -67,6 +67,18 @@ class TestAuditReport(unittest.TestCase):
         self.assertIn("- the withdrawn label(s)' probability on the forgotten items was driven toward 0 (weight 3.0)",
                       text)
         self.assertIn("- 1 check(s) at the target went on while held-out accuracy on the kept labels", text)
+        self.assertNotIn("classification head", text)  # the whole network was revised: nothing said
+        # the head alone, and the head given up for the whole network
+        text = render_audit_markdown({**RECORD, "stopping": {**withdrawn, "head_only": {"name": "fc", "given_up": False}}},
+                                     audit, {"name": "x"}, {}, "verify")
+        self.assertIn("- only the classification head (`fc`) was revised: the layers before it, batch-norm statistics "
+                      "included, are the original's", text)
+        given_up = {**withdrawn, "head_only": {"name": "fc", "given_up": True},
+                    "checks": [{"iteration": 4, "guard": 0.5, "head_given_up": True}, {}]}
+        text = render_audit_markdown({**RECORD, "stopping": given_up}, audit, {"name": "x"}, {}, "verify")
+        self.assertIn("- revising the classification head (`fc`) alone lost retention (held-out accuracy on the kept "
+                      "labels 0.500 at iteration 4), so the run went back to the original and revised the whole "
+                      "network", text)
 
     def test_write_is_atomic_and_complete(self):
         audit = build_audit([{"image": "a.nii.gz", "label": 0}], "label=0", {}, None)

@@ -346,11 +346,16 @@ class TestRegimeInUnlearn(unittest.TestCase):
                 self.assertTrue(((targets >= 0) & (targets < 4)).all())
         _, result = unlearn(self.net, forget, remain, val_loader=held_out, epochs=2, evaluate=False, progress=False)
         self.assertEqual(result.stopping["withdrawn_targets"], [2])
+        # the default revises the classifier's head alone for a withdrawn class, and says so (and whether it gave up)
+        self.assertEqual(result.stopping["head_only"]["name"], "3")
+        self.assertEqual(result.stopping["head_only"]["given_up"],
+                         any(c.get("head_given_up") for c in result.stopping["checks"]))
         mask = torch.zeros(72, dtype=torch.bool)
         mask[:6] = True  # labels that stay: nothing is withdrawn
         forget, remain, held_out = self.loaders(mask)
         _, result = unlearn(self.net, forget, remain, val_loader=held_out, epochs=1, evaluate=False, progress=False)
         self.assertEqual(result.stopping["withdrawn_targets"], [])
+        self.assertIsNone(result.stopping["head_only"])
 
     def test_handlers_on_a_hand_built_engine_give_the_default_run(self):
         # a user who assembles the engine and handlers themselves gets the same default as unlearn(): the package

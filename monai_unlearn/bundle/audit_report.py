@@ -126,6 +126,16 @@ def render_audit_markdown(
             if weight:
                 notes.append(f"the withdrawn label(s)' probability on the forgotten items was driven toward 0 (weight "
                              f"{weight}), as in a model never trained on them")
+        head = stopping.get("head_only")
+        if head and head.get("given_up"):
+            given_up = next((c for c in stopping.get("checks") or [] if c.get("head_given_up")), {})
+            notes.append(f"revising the classification head (`{head['name']}`) alone lost retention (held-out "
+                         f"accuracy on the kept labels {_fmt(given_up.get('guard'))} at iteration "
+                         f"{given_up.get('iteration')}), so the run went back to the original and revised the whole "
+                         "network")
+        elif head:
+            notes.append(f"only the classification head (`{head['name']}`) was revised: the layers before it, batch-norm "
+                         "statistics included, are the original's")
         repairing = sum(1 for c in stopping.get("checks") or [] if c.get("repairing"))
         if repairing:
             notes.append(f"{repairing} check(s) at the target went on while held-out accuracy on the kept labels was "

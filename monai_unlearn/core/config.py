@@ -8,16 +8,18 @@ from typing import Any, Sequence
 from monai_unlearn.core.noise import NOISE_TYPES
 from monai_unlearn.core.schedules import LAMBDA_SCHEDULES, STEP_SCHEDULES
 
-__all__ = ["PSGConfig", "TARGET_TYPES", "REMAIN_LOSSES", "EPS_MODES", "PACKAGE_DEFAULT_PARAMS", "DEFAULT_EPOCHS",
-           "DEFAULT_LR", "method_name"]
+__all__ = ["PSGConfig", "TARGET_TYPES", "REMAIN_LOSSES", "EPS_MODES", "WITHDRAWN_SCOPES", "PACKAGE_DEFAULT_PARAMS",
+           "DEFAULT_EPOCHS", "DEFAULT_LR", "method_name"]
 
 TARGET_TYPES = ("hard", "soft", "topk")
 REMAIN_LOSSES = ("ce", "distill")
+WITHDRAWN_SCOPES = ("network", "head")
 EPS_MODES = ("absolute", "relative")
 #: the PSG parameters of ``unlearn()`` and of the bundle overlay's ``unlearn_params`` when none are given
 PACKAGE_DEFAULT_PARAMS: dict[str, Any] = {"eps": 0.2, "eps_mode": "relative", "num_steps": 1, "gamma": 0.0,
                                           "lam": 0.0, "phi": 4.0, "target": "hard", "remain_loss": "ce",
-                                          "withdrawn_weight": 3.0, "seed": 0}
+                                          "withdrawn_weight": 3.0, "withdrawn_scope": "head",
+                                          "head_lr_scale": 10.0, "head_phi": 1.0, "seed": 0}
 #: the pass budget (the calibrated stop usually ends sooner) and learning rate of ``unlearn()`` and the bundle
 DEFAULT_EPOCHS = 15
 DEFAULT_LR = 1e-3
@@ -66,6 +68,14 @@ class PSGConfig:
             toward 0, as in a model never trained on them (``monai_unlearn.core.losses.withdrawn_loss``). It acts only
             in runs whose regime withdrew whole classes (``PSGUnlearner(withdrawn_classes=...)``); 0 leaves it out,
             as the paper does.
+        withdrawn_scope: what a run whose regime withdrew whole classes of a classification network revises:
+            ``"network"`` (every layer, as the paper does) or ``"head"`` (the classification head only,
+            ``monai_unlearn.core.head.classification_head``; the layers before it are left as they are, batch-norm
+            statistics included). Segmentation and every other regime revise the whole network either way.
+        head_lr_scale: with ``withdrawn_scope="head"``, the optimizer's learning rate is multiplied by this for the
+            head's steps (a single layer takes larger steps than a whole network tolerates).
+        head_phi: with ``withdrawn_scope="head"``, the remain term's weight for the head's steps; ``None`` means
+            ``phi``. The features are not revised there, so retention needs less protection than when they are.
         seed: seed of the search noise; ``None`` draws from the global generator.
 
     Raises:
@@ -92,6 +102,9 @@ class PSGConfig:
     remain_loss: str = "ce"
     distill_temperature: float = 2.0
     withdrawn_weight: float = 0.0
+    withdrawn_scope: str = "network"
+    head_lr_scale: float = 1.0
+    head_phi: float | None = None
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -105,6 +118,7 @@ class PSGConfig:
         _choice("lambda_schedule", self.lambda_schedule, LAMBDA_SCHEDULES)
         _choice("target", self.target, TARGET_TYPES)
         _choice("remain_loss", self.remain_loss, REMAIN_LOSSES)
+        _choice("withdrawn_scope", self.withdrawn_scope, WITHDRAWN_SCOPES)
         if not self.eps > 0:
             raise ValueError(f"eps must be positive, got {self.eps}.")
         if self.eps_mode == "relative" and self.eps > 1:
@@ -114,10 +128,12 @@ class PSGConfig:
         self.num_steps = int(self.num_steps)
         if self.step_size is not None and not self.step_size > 0:
             raise ValueError(f"step_size must be positive or None, got {self.step_size}.")
+        if self.head_phi is not None and self.head_phi < 0:
+            raise ValueError(f"head_phi must be non-negative or None, got {self.head_phi}.")
         for name in ("gamma", "lam", "phi", "lambda_decay", "withdrawn_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}.")
-        for name in ("temperature", "distill_temperature"):
+        for name in ("temperature", "distill_temperature", "head_lr_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
         if int(self.top_k) != self.top_k or self.top_k < 1:
@@ -140,8 +156,10 @@ class PSGConfig:
     def package_default(cls, **kwargs: Any) -> PSGConfig:
         """The parameters ``unlearn()`` and the bundle use when none are given: a search radius of a fifth of each
         batch's intensity range (so it fits CT numbers and [0, 1] images alike), one step, the remain term at
-        weight 4, which keeps retention while the calibrated stop decides how far to go, and, where whole classes are
-        withdrawn, their probability on the forget items driven toward 0 at weight 3."""
+        weight 4, which keeps retention while the calibrated stop decides how far to go, and, where whole classes of a
+        classification network are withdrawn, only its head revised, at ten times the learning rate and with the
+        remain term at weight 1, and the withdrawn classes' probability on the forget items driven toward 0 at
+        weight 3."""
         return cls(**{**PACKAGE_DEFAULT_PARAMS, **kwargs})
 
     @classmethod

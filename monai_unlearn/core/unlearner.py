@@ -11,6 +11,7 @@ import torch
 from monai_unlearn.core.batch import label_index_for_image
 from monai_unlearn.core.boundary_search import PSGBoundarySearch, frozen_reference
 from monai_unlearn.core.config import PSGConfig
+from monai_unlearn.core.head import classification_head, gradients_only_into
 from monai_unlearn.core.losses import forget_loss, remain_loss, withdrawn_loss
 from monai_unlearn.core.schedules import lambda_at
 from monai_unlearn.core.targets import boundary_targets, targets_differ
@@ -37,7 +38,8 @@ class PSGUnlearner:
     Each ``step`` runs the boundary search on the reference for the forget batch, turns the boundary point into
     targets, and makes one optimizer step on ``forget_loss + phi * remain_loss``. With ``withdrawn_classes``, the
     forget term also has ``withdrawn_weight * withdrawn_loss`` (the withdrawn classes' probability on the forget
-    items, driven toward 0). Everything stays on the model's device and no value is read back to the host, so the
+    items, driven toward 0), and with ``config.withdrawn_scope == "head"`` only the classification head of a classifier
+    is revised (``revises_head_only``). Everything stays on the model's device and no value is read back to the host, so the
     step suits GPU pipelines; the returned losses are detached tensors.
 
     Args:
@@ -49,8 +51,8 @@ class PSGUnlearner:
         total_iterations: the planned number of steps, used by the ``linear`` lambda schedule.
         withdrawn_classes: classes withdrawn from the model: no boundary target takes them (see
             ``boundary_targets``' ``excluded_classes``), and the config's ``withdrawn_weight`` term drives their
-            probability on the forget items toward 0. ``None`` reads the targets off the boundary point as the
-            paper does.
+            probability on the forget items toward 0; with ``withdrawn_scope="head"`` only the head is revised.
+            ``None`` reads the targets off the boundary point and revises the whole network, as the paper does.
 
     Example::
 
@@ -81,6 +83,36 @@ class PSGUnlearner:
         self.scaler = torch.amp.GradScaler("cuda") if amp and torch.cuda.is_available() else None
         self.withdrawn_classes = sorted({int(c) for c in withdrawn_classes}) if withdrawn_classes else None
         self._excluded: torch.Tensor | None = None
+        #: ``(name, module)`` of the classification head when only it is revised (see ``revises_head_only``)
+        self.head: tuple[str, torch.nn.Module] | None = None
+        #: set by ``revise_whole_network``: the head alone could not forget without losing retention
+        self.head_given_up = False
+
+    def revises_head_only(self, forget_mask: torch.Tensor | None = None) -> bool:
+        """Whether this step revises the classification head alone: whole classes withdrawn from a classifier (no
+        voxel mask) with ``withdrawn_scope="head"``, until ``revise_whole_network``. Finds the head the first time."""
+        if (not self.withdrawn_classes or self.config.withdrawn_scope != "head" or forget_mask is not None
+                or self.head_given_up):
+            return False
+        if self.head is None:
+            self.head = classification_head(self.model)
+        return True
+
+    def revise_whole_network(self) -> bool:
+        """Give up revising the head alone: put the original head back (the reference's; nothing else has changed,
+        so the model is the original again), forget the optimizer's state for it, and revise the whole network from
+        the next step on. Returns whether the head was being revised alone (``False``: nothing to do)."""
+        if self.head is None or self.head_given_up:
+            return False
+        _, head = self.head
+        _, original_head = classification_head(self.reference)
+        with torch.no_grad():
+            for name, value in original_head.state_dict().items():
+                head.state_dict()[name].copy_(value)
+        for parameter in head.parameters():
+            self.optimizer.state.pop(parameter, None)
+        self.head_given_up = True
+        return True
 
     def _excluded_classes(self, device: torch.device) -> torch.Tensor | None:
         """``withdrawn_classes`` as an index tensor on ``device`` (made once per device)."""
@@ -132,7 +164,8 @@ class PSGUnlearner:
         Returns:
             ``loss`` (attached to the graph, for ``update``), detached ``forget_loss``, ``remain_loss`` and
             ``flip_rate`` (the fraction of forget elements whose boundary target differs from the true label),
-            the boundary ``target``, the true ``label_index`` and the model's ``forget_logits``.
+            the boundary ``target``, the true ``label_index``, the model's ``forget_logits`` and ``head_only``
+            (whether the step revises the head alone; give it to ``update``).
 
         Raises:
             ValueError: when ``phi > 0`` but no remain batch was given.
@@ -143,9 +176,12 @@ class PSGUnlearner:
             raise ValueError("phi > 0 needs a remain batch (remain_image and remain_label); pass one or set phi=0.")
         target, label_index = self.forget_targets(forget_image, forget_label, forget_mask)
 
-        self.model.train()
+        head_only = self.revises_head_only(forget_mask)
+        # the layers before a head revised alone run as they did for the original: in eval mode, so that neither their
+        # batch-norm statistics nor dropout change, and without gradients
+        self.model.train(not head_only)
         device = forget_image.device
-        with self._autocast(device):
+        with self._autocast(device), gradients_only_into(self.head[1]) if head_only else nullcontext():
             if use_remain and remain_image.shape[1:] == forget_image.shape[1:]:
                 logits = self.model(torch.cat([forget_image, remain_image]))
                 forget_logits, remain_logits = logits[: forget_image.shape[0]], logits[forget_image.shape[0] :]
@@ -166,7 +202,8 @@ class PSGUnlearner:
                 with torch.no_grad(), self._autocast(device):
                     reference_logits = self.reference(remain_image).float()
             loss_remain = remain_loss(remain_logits, remain_index, cfg.remain_loss, reference_logits, cfg.distill_temperature)
-            loss = loss + cfg.phi * loss_remain
+            phi = cfg.head_phi if head_only and cfg.head_phi is not None else cfg.phi
+            loss = loss + phi * loss_remain
         differ = targets_differ(target, label_index)
         if forget_mask is not None:
             flip_rate = (differ & forget_mask).sum() / forget_mask.sum().clamp_min(1)
@@ -180,18 +217,28 @@ class PSGUnlearner:
             "target": target,
             "label_index": label_index,
             "forget_logits": forget_logits,
+            "head_only": head_only,
         }
 
-    def update(self, loss: torch.Tensor) -> None:
-        """Back-propagate ``loss`` and take one optimizer step (through the gradient scaler under AMP)."""
+    def update(self, loss: torch.Tensor, head_only: bool = False) -> None:
+        """Back-propagate ``loss`` and take one optimizer step (through the gradient scaler under AMP); for a step of
+        the head alone, at ``config.head_lr_scale`` times the optimizer's learning rate."""
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
+        scale = self.config.head_lr_scale if head_only else 1.0
+        rates = [group["lr"] for group in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["lr"] * scale
+        try:
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+        finally:
+            for group, rate in zip(self.optimizer.param_groups, rates):
+                group["lr"] = rate
         self.iteration += 1
 
     def step(
@@ -208,7 +255,7 @@ class PSGUnlearner:
             the ``compute_losses`` record with ``loss`` detached.
         """
         out = self.compute_losses(forget_image, forget_label, remain_image, remain_label, forget_mask)
-        self.update(out["loss"])
+        self.update(out["loss"], out["head_only"])
         out["loss"] = out["loss"].detach()
         out["forget_logits"] = out["forget_logits"].detach()
         return out

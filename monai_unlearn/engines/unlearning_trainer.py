@@ -361,7 +361,7 @@ class UnlearningTrainer(Trainer):
         engine.state.output["remain_loss"] = out["remain_loss"]
         engine.state.output["flip_rate"] = out["flip_rate"]
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        engine.unlearner.update(out["loss"])
+        engine.unlearner.update(out["loss"], out["head_only"])
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -216,6 +216,9 @@ class CalibratedStopHandler:
         self._best_admissible = state.get("best_admissible", True)
         self._repair_guard = state.get("repair_guard", float("-inf"))
         self._progress_mark = state.get("progress_mark", self._best[0][1] if self._best else float("inf"))
+        unlearner = getattr(self._engine, "unlearner", None)
+        if unlearner is not None and any(c.get("head_given_up") for c in self.record.get("checks", [])):
+            unlearner.head_given_up = True  # the run had gone on to revise the whole network
         if self.record.get("terminated") and self._engine is not None:
             self._engine.terminate()
 
@@ -227,6 +230,8 @@ class CalibratedStopHandler:
         """Check the score now; keep the state if it is the best admissible one; stop at the target."""
         network = self._net(engine)
         score, guard, admissible = self._score(network)
+        if not admissible and self._give_up_head(engine, score, guard):
+            return
         renormalized = not admissible and self.renormalize_fn is not None
         if renormalized:  # the statistics of half-forget batches, or the weights? check again with kept data's
             self.renormalize_fn(network)
@@ -289,6 +294,23 @@ class CalibratedStopHandler:
                 self.record["stopped"] = "no_progress"
                 self.record["terminated"] = True
                 engine.terminate()
+
+    def _give_up_head(self, engine: Engine, score: float, guard: float | None) -> bool:
+        """A state that lost retention while only the classification head was revised (``PSGConfig.withdrawn_scope``):
+        the head alone cannot move the withdrawn classes away from features the kept classes share, so the trainer's
+        unlearner puts the original head back and revises the whole network from here (the check is recorded with
+        ``"head_given_up"`` and is never a best state). Returns whether that happened."""
+        unlearner = getattr(engine, "unlearner", None)
+        if unlearner is None or not hasattr(unlearner, "revise_whole_network") or not unlearner.revise_whole_network():
+            return False
+        iteration = engine.state.iteration
+        self._last_checked = iteration
+        self.record["checks"].append({"epoch": engine.state.epoch, "iteration": iteration, "score": score,
+                                      "guard": guard, "admissible": False, "head_given_up": True})
+        self._log(engine).info(f"CalibratedStopHandler: revising the head alone lost retention (guard {guard:.4f}, "
+                               f"original {self._guard0:.4f}) at iteration {iteration}; back to the original, "
+                               "revising the whole network.")
+        return True
 
     def _score(self, network: torch.nn.Module) -> tuple[float, float | None, bool]:
         """The state's score, guard, and whether it is admissible."""

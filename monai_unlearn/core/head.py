@@ -1,0 +1,43 @@
+"""Revise only a network's classification head: find the head, and stop gradients at its input while the network runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from monai_unlearn.core.composition import head_prefixes_for
+
+__all__ = ["classification_head", "gradients_only_into"]
+
+
+def classification_head(network: torch.nn.Module) -> tuple[str, torch.nn.Module]:
+    """The network's classification head and its name, the head model composition uses (``head_prefixes_for``):
+    ``class_layers`` of MONAI's DenseNets, ``fc`` of ``ResNet``, ``_fc`` of ``EfficientNetBN``, ..., and for other
+    networks the last module that holds parameters (the final ``Linear`` of a hand-built ``Sequential``).
+
+    Raises:
+        ValueError: when the network has no parameters.
+    """
+    name = head_prefixes_for(network)[0].rstrip(".")
+    try:
+        return name, network.get_submodule(name)
+    except AttributeError:  # the parameters are the network's own (a bare ``Linear``): the network is the head
+        return "", network
+
+
+@contextmanager
+def gradients_only_into(layer: torch.nn.Module) -> Iterator[None]:
+    """Within the block, ``layer``'s inputs are detached when it runs, so a loss computed from the network's output
+    back-propagates into ``layer``'s parameters only (the layers before it get no gradient and an optimizer skips
+    them). Nothing about the network is changed after the block."""
+
+    def detach_inputs(module: torch.nn.Module, args: tuple) -> tuple:
+        return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+
+    handle = layer.register_forward_pre_hook(detach_inputs)
+    try:
+        yield
+    finally:
+        handle.remove()
