@@ -135,7 +135,7 @@ class TestHeadOnlySteps(unittest.TestCase):
 
 
 class TestGivingUpInTheCalibratedStop(unittest.TestCase):
-    def run_with_guards(self, guards, scores):
+    def run_with_guards(self, guards, scores, **kwargs):
         torch.set_num_threads(1)
         model = batch_norm_classifier()
         original = state(model)
@@ -149,7 +149,7 @@ class TestGivingUpInTheCalibratedStop(unittest.TestCase):
             return next(guard_values)
 
         handler = CalibratedStopHandler(lambda _: next(score_values), target=0.0, guard_fn=guard, tolerance=0.0,
-                                        mode="reach", repair_at_target=True, withdrawn_classes=[2])
+                                        mode="reach", repair_at_target=True, withdrawn_classes=[2], **kwargs)
         trainer = UnlearningTrainer("cpu", 4, forget, model, torch.optim.SGD(model.parameters(), lr=0.1),
                                     config=PSGConfig.package_default(), remain_data_loader=remain,
                                     withdrawn_classes=handler.withdrawn_classes, train_handlers=[handler],
@@ -167,6 +167,19 @@ class TestGivingUpInTheCalibratedStop(unittest.TestCase):
         self.assertTrue(trainer.unlearner.head_given_up)
         self.assertEqual(trainer.state.epoch, 2)  # stopped at the first admissible state after the switch
         self.assertFalse(torch.equal(model.state_dict()["0.weight"], original["0.weight"]))
+
+    def test_a_check_within_the_first_pass_does_not_give_the_head_up(self):
+        # a pass of two iterations checked after each: the first check sees the passing damage of the head's first
+        # steps (0.5) and is judged like any other; at the end of the pass retention is back and the head stays
+        trainer, handler, *_ = self.run_with_guards([0.9, 0.5, 0.9], [0.8, 0.0, 0.0], interval=1, epoch_level=False)
+        self.assertFalse(trainer.unlearner.head_given_up)
+        self.assertEqual([c.get("head_given_up", False) for c in handler.record["checks"]], [False, False])
+        self.assertEqual(handler.record["best_iteration"], 2)
+        # still fallen at the end of the pass: given up there
+        trainer, handler, *_ = self.run_with_guards([0.9, 0.5, 0.6, 0.9, 0.9], [0.8, 0.0, 0.0, 0.0, 0.0], interval=1,
+                                                    epoch_level=False)
+        self.assertTrue(trainer.unlearner.head_given_up)
+        self.assertEqual([c.get("head_given_up", False) for c in handler.record["checks"]][:2], [False, True])
 
     def test_a_head_that_keeps_retention_stays_the_only_part_revised(self):
         trainer, handler, model, original, seen = self.run_with_guards([0.9, 0.9], [0.8, 0.0])

@@ -71,7 +71,9 @@ class PSGConfig:
         withdrawn_scope: what a run whose regime withdrew whole classes of a classification network revises:
             ``"network"`` (every layer, as the paper does) or ``"head"`` (the classification head only,
             ``monai_unlearn.core.head.classification_head``; the layers before it are left as they are, batch-norm
-            statistics included). Segmentation and every other regime revise the whole network either way.
+            statistics included; when a check after the head's first pass finds retention lost, the run goes back
+            to the original and revises the whole network, see ``CalibratedStopHandler``). Segmentation and every
+            other regime revise the whole network either way.
         head_lr_scale: with ``withdrawn_scope="head"``, the optimizer's learning rate is multiplied by this for the
             head's steps (a single layer takes larger steps than a whole network tolerates).
         head_phi: with ``withdrawn_scope="head"``, the remain term's weight for the head's steps; ``None`` means

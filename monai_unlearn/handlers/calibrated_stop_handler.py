@@ -66,7 +66,10 @@ class CalibratedStopHandler:
     are half forget items, so the statistics drift toward the data being forgotten. When a check finds the guard
     fallen and ``renormalize_fn`` is given, ``renormalize_fn(network)`` estimates the statistics again from kept data
     (``regime_stop_handler`` gives one, see ``monai_unlearn.core.norm_stats``) and the state is checked again; the
-    check's record says so (``"renormalized"``). At ``Events.COMPLETED`` (also after a stop), with ``rewind``, the
+    check's record says so (``"renormalized"``). When the engine's unlearner revises a classifier's head alone (a
+    withdrawn class, ``PSGConfig.withdrawn_scope="head"``) and a check at the end of the first pass or later finds the
+    guard fallen, the head alone cannot forget without losing retention: the unlearner puts the original head back and
+    revises the whole network from there (``"head_given_up"`` in the check's record). At ``Events.COMPLETED`` (also after a stop), with ``rewind``, the
     network gets the best state's weights back if the last state is not it.
 
     ``engine.state.metrics`` receives ``metric_name`` and ``"guard"``; the epoch's record in
@@ -296,12 +299,16 @@ class CalibratedStopHandler:
                 engine.terminate()
 
     def _give_up_head(self, engine: Engine, score: float, guard: float | None) -> bool:
-        """A state that lost retention while only the classification head was revised (``PSGConfig.withdrawn_scope``):
-        the head alone cannot move the withdrawn classes away from features the kept classes share, so the trainer's
-        unlearner puts the original head back and revises the whole network from here (the check is recorded with
-        ``"head_given_up"`` and is never a best state). Returns whether that happened."""
+        """A state that lost retention after a whole pass in which only the classification head was revised
+        (``PSGConfig.withdrawn_scope``): the head alone cannot move the withdrawn classes away from features the kept
+        classes share, so the trainer's unlearner puts the original head back and revises the whole network from
+        here (the check is recorded with ``"head_given_up"`` and is never a best state). A check within the first
+        pass (a long pass is checked several times) may see the passing damage of the head's first large steps and
+        is judged like any other. Returns whether the head was given up."""
         unlearner = getattr(engine, "unlearner", None)
-        if unlearner is None or not hasattr(unlearner, "revise_whole_network") or not unlearner.revise_whole_network():
+        if unlearner is None or not hasattr(unlearner, "revise_whole_network"):
+            return False
+        if engine.state.iteration < (engine.state.epoch_length or 0) or not unlearner.revise_whole_network():
             return False
         iteration = engine.state.iteration
         self._last_checked = iteration
