@@ -232,7 +232,9 @@ def main(argv=None) -> dict:
     for c in stopping["checks"]:
         guard = "-" if c["guard"] is None else f"{c['guard']:.3f}"
         scored = next((t for t in traced if t["iteration"] == c["iteration"]), None)
+        flags = "".join(f", {flag}" for flag in ("repairing", "renormalized", "head_given_up") if c.get(flag))
         print(f"  check at iteration {c['iteration']}: score {c['score']:.3f}, guard {guard}, admissible {c['admissible']}"
+              + flags
               + ("" if scored is None else f"; scored: {scored['row']} gap {scored['gap']:.3f}"))
     gap = S.average_gap(row, reference)
     for name, scores in (("retrained", reference), ("original", original), ("unlearned", row)):

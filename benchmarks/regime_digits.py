@@ -9,6 +9,8 @@ never the retrained model.
     python benchmarks/regime_digits.py --quick        # 1 seed, fewer passes (seconds)
     python benchmarks/regime_digits.py --seeds 5 --withdrawn-weights 0,3   # the package default, class 3 withdrawn,
                                                                            # per PSGConfig.withdrawn_weight
+    python benchmarks/regime_digits.py --seeds 5 --withdrawn-configs \
+        '{"network": {"withdrawn_scope": "network", "head_phi": null}, "head": {}}'   # any PSGConfig changes
 """
 
 from __future__ import annotations
@@ -102,9 +104,10 @@ def run(seeds: int, passes: int, train_epochs: int) -> list[dict]:
     return rows
 
 
-def run_withdrawn_weights(seeds: int, weights: list[float], train_epochs: int) -> list[dict]:
+def run_withdrawn_configs(seeds: int, configs: dict[str, dict], train_epochs: int) -> list[dict]:
     """Class 3 withdrawn with the package default (``unlearn(original, forget, remain, val_loader=val)``), once per
-    ``PSGConfig.withdrawn_weight`` in ``weights``, on each seed's original and retrained models."""
+    entry of ``configs`` (a name and the ``PSGConfig`` fields it changes), on each seed's original and retrained
+    models."""
     images, labels = load()
     rows = []
     for seed in range(seeds):
@@ -115,13 +118,13 @@ def run_withdrawn_weights(seeds: int, weights: list[float], train_epochs: int) -
         retrained = train(images[remain], labels[remain], seed, train_epochs)
         retrain_s = time.perf_counter() - start
 
-        for weight in weights:
+        for name, fields in configs.items():
             torch.manual_seed(seed)
             _, result = unlearn(original, loader(forget, True), loader(remain, True),
-                                config=PSGConfig.package_default(withdrawn_weight=weight), val_loader=loader(val_idx),
+                                config=PSGConfig.package_default(**fields), val_loader=loader(val_idx),
                                 test_loader=loader(test_idx), retrained_model=retrained, num_classes=10, progress=False)
             rows.append({"seed": seed, "request": "class 3 withdrawn, package default",
-                         "method": f"withdrawn_weight {weight:g}", "passes": result.epochs, "time_s": result.time_s,
+                         "method": name, "passes": result.epochs, "time_s": result.time_s,
                          "retrain_s": retrain_s, **result.retrain_gap,
                          "before": {k: result.before[k]["accuracy"] for k in ("forget", "remain", "test")},
                          "after": {k: result.after[k]["accuracy"] for k in ("forget", "remain", "test")},
@@ -157,14 +160,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--withdrawn-weights", default=None,
                         help="comma-separated PSGConfig.withdrawn_weight values: run the package default on class 3 "
                              "withdrawn once per value instead of the fixed-passes comparison")
+    parser.add_argument("--withdrawn-configs", default=None,
+                        help='JSON {name: {PSGConfig field: value}}: run the package default with each change on class '
+                             '3 withdrawn instead of the fixed-passes comparison, e.g. \'{"network": {"withdrawn_scope": '
+                             '"network"}, "head": {}}\'')
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:
         args.seeds, args.passes, args.train_epochs = 1, 2, 3
-    if args.withdrawn_weights:
-        weights = [float(w) for w in args.withdrawn_weights.split(",")]
-        rows, name = run_withdrawn_weights(args.seeds, weights, args.train_epochs), "regime_digits_withdrawn.json"
+    if args.withdrawn_configs:
+        configs = json.loads(args.withdrawn_configs)
+        rows, name = run_withdrawn_configs(args.seeds, configs, args.train_epochs), "regime_digits_configs.json"
+    elif args.withdrawn_weights:
+        configs = {f"withdrawn_weight {float(w):g}": {"withdrawn_weight": float(w)}
+                   for w in args.withdrawn_weights.split(",")}
+        rows, name = run_withdrawn_configs(args.seeds, configs, args.train_epochs), "regime_digits_withdrawn.json"
     else:
         rows, name = run(args.seeds, args.passes, args.train_epochs), "regime_digits.json"
     print(table(rows))

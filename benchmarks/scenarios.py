@@ -328,7 +328,7 @@ def run_one(name: str, original, data: dict[str, Any], seed: int, seg: bool, qui
         stopping = result.stopping or {}
         facts = {"regime": (stopping.get("regime") or {}).get("regime"),
                  "target": (stopping.get("calibration") or {}).get("target"), "stopped": stopping.get("stopped"),
-                 "rewound": stopping.get("rewound")}
+                 "rewound": stopping.get("rewound"), "head_only": stopping.get("head_only")}
     elif seg and name == "finetune":  # continue training on what is kept (the forgotten class unsupervised)
         model, _ = _train_segmenter(copy.deepcopy(original), data["remain"], 1 if quick else 10, seed + 2,
                                     tuple(data.get("forget_classes") or ()))

@@ -69,8 +69,8 @@ class TestAuditReport(unittest.TestCase):
         self.assertIn("- 1 check(s) at the target went on while held-out accuracy on the kept labels", text)
         self.assertNotIn("classification head", text)  # the whole network was revised: nothing said
         # the head alone, and the head given up for the whole network
-        text = render_audit_markdown({**RECORD, "stopping": {**withdrawn, "head_only": {"name": "fc", "given_up": False}}},
-                                     audit, {"name": "x"}, {}, "verify")
+        head_only = {**withdrawn, "head_only": {"name": "fc", "given_up": False}}
+        text = render_audit_markdown({**RECORD, "stopping": head_only}, audit, {"name": "x"}, {}, "verify")
         self.assertIn("- only the classification head (`fc`) was revised: the layers before it, batch-norm statistics "
                       "included, are the original's", text)
         given_up = {**withdrawn, "head_only": {"name": "fc", "given_up": True},

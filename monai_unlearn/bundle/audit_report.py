@@ -134,8 +134,8 @@ def render_audit_markdown(
                          f"{given_up.get('iteration')}), so the run went back to the original and revised the whole "
                          "network")
         elif head:
-            notes.append(f"only the classification head (`{head['name']}`) was revised: the layers before it, batch-norm "
-                         "statistics included, are the original's")
+            notes.append(f"only the classification head (`{head['name']}`) was revised: the layers before it, "
+                         "batch-norm statistics included, are the original's")
         repairing = sum(1 for c in stopping.get("checks") or [] if c.get("repairing"))
         if repairing:
             notes.append(f"{repairing} check(s) at the target went on while held-out accuracy on the kept labels was "

@@ -1,4 +1,4 @@
-"""Revise only a network's classification head: find the head, and stop gradients at its input while the network runs."""
+"""Revise only a network's classification head: find the head, and stop gradients at its input while it runs."""
 
 from __future__ import annotations
 

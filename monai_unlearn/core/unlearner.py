@@ -39,8 +39,8 @@ class PSGUnlearner:
     targets, and makes one optimizer step on ``forget_loss + phi * remain_loss``. With ``withdrawn_classes``, the
     forget term also has ``withdrawn_weight * withdrawn_loss`` (the withdrawn classes' probability on the forget
     items, driven toward 0), and with ``config.withdrawn_scope == "head"`` only the classification head of a classifier
-    is revised (``revises_head_only``). Everything stays on the model's device and no value is read back to the host, so the
-    step suits GPU pipelines; the returned losses are detached tensors.
+    is revised (``revises_head_only``). Everything stays on the model's device and no value is read back to the host,
+    so the step suits GPU pipelines; the returned losses are detached tensors.
 
     Args:
         model: the network to revise, in place.
