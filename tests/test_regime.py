@@ -124,6 +124,7 @@ class TestCalibratedStop(unittest.TestCase):
         self.assertEqual(trainer.state.iteration, 0)
         self.assertEqual((handler.record["stopped"], handler.record["reached_at"], handler.record["checks"]),
                          ("target_at_start", 0, []))
+        self.assertFalse(handler.record["rewound"])  # the original is the state it stopped in, not one it went back to
         for name, value in before.items():
             self.assertTrue(torch.equal(value, net.state_dict()[name]), name)
         # without it, the same start takes a pass before the first check stops the run
@@ -507,6 +508,12 @@ class TestBundleRegime(unittest.TestCase):
         markdown = open(os.path.join(self.tmp, "out_class", "unlearning", "report.md")).read()
         self.assertIn("**Regime:** class (no kept item has label(s) [2]", markdown)
         self.assertIn("no forgotten item was relabelled with a withdrawn label ([2])", markdown)
+        # the bundle's default revises the classifier's head first (unlearn_params#withdrawn_scope) and says how it went
+        head = record["stopping"]["head_only"]
+        self.assertEqual(record["config"]["withdrawn_scope"], "head")
+        self.assertTrue(head["name"])
+        self.assertIn("went back to the original and revised the whole network" if head["given_up"] else
+                      f"only the classification head (`{head['name']}`) was revised", markdown)
 
     def test_fixed_regime_runs_every_pass(self):
         summary = unlearn_from_parser(overlay_parser(self.zoo, forget="label=2", output_dir=os.path.join(

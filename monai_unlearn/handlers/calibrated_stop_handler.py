@@ -200,6 +200,7 @@ class CalibratedStopHandler:
             # nothing to forget that the data can show: the original already scores like a model that never saw the
             # forget set (or below it, where more forgetting would only move away), so no step is taken
             self.record.update({"stopped": "target_at_start", "reached_at": 0, "terminated": True})
+            self._last_checked = 0  # the network is the original: nothing to rewind to
             self._log(engine).info(f"CalibratedStopHandler: the original already meets the target "
                                    f"({self.metric_name} {score:.4f}, target {self.target:.4f}); no unlearning step is "
                                    "needed.")
