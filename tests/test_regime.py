@@ -419,6 +419,33 @@ class TestRegimeInUnlearn(unittest.TestCase):
                             lr=0.05, val_loader=large, evaluate=False, progress=False)
         self.assertFalse(any("retention guard" in n for n in result.stopping["calibration"]["notes"]))
 
+    def test_the_original_is_evaluated_on_held_out_data_once(self):
+        # a partial request: the target and the guard's start come from one evaluation of the original
+        from unittest import mock
+
+        from monai_unlearn.handlers import calibrated_stop_handler as module
+
+        mask = torch.zeros(72, dtype=torch.bool)
+        mask[:6] = True
+        forget, remain, held_out = self.loaders(mask)
+        calls = []
+        real = module.per_label_accuracy
+
+        def counted(net, *args, **kwargs):
+            calls.append(net)
+            return real(net, *args, **kwargs)
+
+        from monai_unlearn.metrics import calibration
+
+        with mock.patch.object(module, "per_label_accuracy", counted), \
+                mock.patch.object(calibration, "per_label_accuracy", counted):
+            handler, record = module.regime_stop_handler("auto", self.net, copy.deepcopy(self.net), forget, remain,
+                                                         held_out, "classification", None, "cpu", lambda _: 1.0,
+                                                         transfer_check=False)
+        self.assertEqual(record["regime"]["regime"], "partial")
+        self.assertEqual(calls, [self.net])
+        self.assertEqual(handler.original_guard, handler.guard_fn(self.net))  # what the start would have evaluated
+
     def test_partial_without_held_out_data_says_the_target_is_optimistic(self):
         mask = torch.zeros(72, dtype=torch.bool)
         mask[:6] = True  # a few items of several classes: their labels stay

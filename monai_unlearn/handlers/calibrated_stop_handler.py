@@ -108,6 +108,9 @@ class CalibratedStopHandler:
         renormalize_fn: optional ``callable(network)`` for a check whose guard fell (see above).
         finish_repair: ``"reach"`` mode: go on past an admissible state at the target while its guard is below the
             original's and still rising (see above).
+        original_guard: the guard of the network as the run starts (the original), when the caller has it already
+            (``regime_stop_handler`` evaluates the original's held-out accuracy once for the target and the guard);
+            ``None`` evaluates ``guard_fn`` at the start.
         name: logger name; ``None`` uses the engine's logger.
 
     Raises:
@@ -134,6 +137,7 @@ class CalibratedStopHandler:
         stop_at_start: bool = True,
         renormalize_fn: Callable[[torch.nn.Module], Any] | None = None,
         finish_repair: bool = False,
+        original_guard: float | None = None,
         name: str | None = None,
     ) -> None:
         if mode not in ("reach", "closest"):
@@ -146,6 +150,7 @@ class CalibratedStopHandler:
         self.stop_at_start = bool(stop_at_start)
         self.renormalize_fn = renormalize_fn
         self.finish_repair = bool(finish_repair)
+        self.original_guard = None if original_guard is None else float(original_guard)
         self._stalls = 0
         self._progress_mark = float("inf")
         self._repair_guard = float("-inf")
@@ -189,7 +194,10 @@ class CalibratedStopHandler:
     def _started(self, engine: Engine) -> None:
         network = self._net(engine)
         score = float(self.score_fn(network))
-        self._guard0 = None if self.guard_fn is None else float(self.guard_fn(network))
+        if self.guard_fn is None:
+            self._guard0 = None
+        else:  # the original's guard, unless the caller evaluated it already
+            self._guard0 = self.original_guard if self.original_guard is not None else float(self.guard_fn(network))
         self._best = ((1.0, abs(score - self.target)), 0, self._snapshot(network))
         self.record = {"target": self.target, "tolerance": self.tolerance, "original_score": score,
                        "original_guard": self._guard0, "checks": [], "stopped": "budget", "best_iteration": 0,
@@ -443,7 +451,7 @@ def regime_stop_handler(
         ValueError: for an unknown regime, or a regime that does not fit the task.
     """
     requested = None if regime == "auto" else regime
-    guard_fn = None
+    guard_fn, original_guard = None, None
     if task == "segmentation":
         decision = decide_regime(task="segmentation", forget_classes=forget_classes, requested=requested)
         if decision.regime == "segmentation_class" or val_loader is None:
@@ -467,33 +475,35 @@ def regime_stop_handler(
             notes.append("no held-out data given (val_loader): calibrated on the remain loader, which the original "
                          "was trained on, so the target is optimistic")
             logger.warning(notes[-1])
+        guard_loader = held_out if held_out is not None else remain_loader
+        withdrawn = set(decision.withdrawn_labels)
+        # the original's held-out accuracy per label, evaluated once: the partial target and the guard's start
+        original_counts = (per_label_accuracy(original, guard_loader, device, prepare_batch)
+                           if guard_loader is not None else None)
         if decision.regime == "class":
             calibration = {"target": 0.0, "per_label": {c: 0.0 for c in decision.withdrawn_labels}, "notes": notes}
         else:
             calibration = calibration_target(original, held_out, forget_labels, decision.withdrawn_labels, device,
-                                             prepare_batch)
+                                             prepare_batch, counts=original_counts)
             calibration["notes"] = notes + calibration["notes"]
             shared = decision.shared_labels
             if transfer_check and val_loader is not None and shared and remain_loader is not None:
                 _scale_by_transfer(calibration, source_transfer(
                     original, forget_loader, remain_loader, val_loader, shared, device, prepare_batch), forget_labels,
                     shared)
-        guard_loader = held_out if held_out is not None else remain_loader
-        withdrawn = set(decision.withdrawn_labels)
 
-        guard_sized = False
-
-        def kept_accuracy(net: torch.nn.Module) -> float:  # held-out accuracy on the labels that stay
-            nonlocal guard_sized
-            counts = per_label_accuracy(net, guard_loader, device, prepare_batch)
-            kept = [c for c in counts if c not in withdrawn]
-            if not guard_sized:  # the first evaluation (the original's) tells how fine the guard is
-                guard_sized = True
-                _say_if_guard_is_coarse(sum(counts[c][1] for c in kept), calibration["notes"])
-            value = accuracy_on_labels(counts, kept)
+        def kept_accuracy_of(counts: dict[int, tuple[int, int]]) -> float:  # held-out accuracy on the labels that stay
+            value = accuracy_on_labels(counts, [c for c in counts if c not in withdrawn])
             return 0.0 if value is None else value
 
+        def kept_accuracy(net: torch.nn.Module) -> float:
+            return kept_accuracy_of(per_label_accuracy(net, guard_loader, device, prepare_batch))
+
         guard_fn = kept_accuracy if guard_loader is not None else None
+        if original_counts is not None:  # how fine the guard is
+            original_guard = kept_accuracy_of(original_counts)
+            _say_if_guard_is_coarse(sum(t for c, (_, t) in original_counts.items() if c not in withdrawn),
+                                    calibration["notes"])
     logger.info("regime: %s (%s); forget target %.4f", decision.regime, decision.reason, calibration["target"])
     # a withdrawn class must be forgotten (its target is a bound); partial forgetting matches a level
     mode = "reach" if decision.regime in ("class", "segmentation_class") else "closest"
@@ -514,7 +524,7 @@ def regime_stop_handler(
         # (the first admissible state is otherwise where a strong forget step leaves retention half repaired)
         finish_repair=mode == "reach",
         # no forget item may be moved into a class that is withdrawn: a retrained model never predicts it
-        withdrawn_classes=decision.withdrawn_labels,
+        withdrawn_classes=decision.withdrawn_labels, original_guard=original_guard,
         renormalize_fn=_norm_stats_from(remain_loader, revised, prepare_batch, device) if remain_norm_stats else None)
     norm_stats = ("estimated again from remain data at a check whose guard fell" if handler.renormalize_fn is not None
                   else None)

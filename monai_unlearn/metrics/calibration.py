@@ -73,6 +73,7 @@ def calibration_target(
     withdrawn_labels: Iterable[int] = (),
     device: torch.device | str | None = None,
     prepare_batch: Callable = default_prepare_batch,
+    counts: dict[int, tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """The forget accuracy a model that never saw the forget set would have, from held-out data.
 
@@ -87,6 +88,8 @@ def calibration_target(
         withdrawn_labels: labels no kept item has.
         device: where to evaluate.
         prepare_batch: batch to ``(image, label)``.
+        counts: ``per_label_accuracy(original, held_out_loader)`` when the caller has it already (it is not
+            evaluated again).
 
     Returns:
         ``{"target", "per_label", "held_out_items", "notes"}``.
@@ -97,7 +100,8 @@ def calibration_target(
     if not forget_labels:
         raise ValueError("the calibration target needs the forget items' labels.")
     withdrawn = {int(x) for x in withdrawn_labels}
-    counts = per_label_accuracy(original, held_out_loader, device, prepare_batch)
+    if counts is None:
+        counts = per_label_accuracy(original, held_out_loader, device, prepare_batch)
     shared = sorted({int(x) for x in forget_labels} - withdrawn)
     pooled = accuracy_on_labels(counts, shared)
     if shared and pooled is None:
@@ -114,5 +118,5 @@ def calibration_target(
         else:
             per_label[label] = float(pooled)  # type: ignore[arg-type]
             notes.append(f"no held-out item of label {label}: its target is the pooled held-out accuracy")
-    return {"target": weighted_target(per_label, forget_labels), "per_label": per_label, "held_out_items": sum(t for _, t in counts.values()),
-            "notes": notes}
+    return {"target": weighted_target(per_label, forget_labels), "per_label": per_label,
+            "held_out_items": sum(t for _, t in counts.values()), "notes": notes}
