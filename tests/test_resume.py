@@ -92,8 +92,9 @@ class TestResume(unittest.TestCase):
 
     def test_a_run_stopped_at_its_target_stays_stopped_on_resume(self):
         with tempfile.TemporaryDirectory() as folder:
-            first, result = run(folder, regime="auto", epochs=6)  # the default: stops after its first pass here
-            self.assertEqual((result.stopping["stopped"], result.epochs), ("target", 1))
+            first, result = run(folder, regime="auto", epochs=6)  # the default: stops at its target within the budget
+            self.assertEqual(result.stopping["stopped"], "target")
+            self.assertLess(result.epochs, 6)
             again, second = run(folder, resume=True, regime="auto", epochs=6)
         self.assertEqual(second.epochs, result.epochs)
         for name, value in first.state_dict().items():
