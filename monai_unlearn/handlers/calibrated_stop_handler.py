@@ -69,8 +69,8 @@ class CalibratedStopHandler:
     check's record says so (``"renormalized"``). When the engine's unlearner revises a classifier's head alone (a
     withdrawn class, ``PSGConfig.withdrawn_scope="head"``) and a check at the end of the first pass or later finds the
     guard fallen, the head alone cannot forget without losing retention: the unlearner puts the original head back and
-    revises the whole network from there (``"head_given_up"`` in the check's record). At ``Events.COMPLETED`` (also after a stop), with ``rewind``, the
-    network gets the best state's weights back if the last state is not it.
+    revises the whole network from there (``"head_given_up"`` in the check's record). At ``Events.COMPLETED`` (also
+    after a stop), with ``rewind``, the network gets the best state's weights back if the last state is not it.
 
     ``engine.state.metrics`` receives ``metric_name`` and ``"guard"``; the epoch's record in
     ``engine.state.pass_history`` gets them too. After the run, ``self.record`` says what happened.
