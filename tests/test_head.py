@@ -55,6 +55,19 @@ class TestClassificationHead(unittest.TestCase):
         self.assertIsNotNone(model[0].weight.grad)
 
 
+class OutputLayerRegisteredFirst(torch.nn.Module):
+    """The classifier is registered before the body, so the last module with parameters is not the output layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.out = torch.nn.Linear(4, 3)
+        self.body = torch.nn.Linear(36, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.body(x.flatten(1))))
+
+
 class TestHeadOnlySteps(unittest.TestCase):
     def setUp(self):
         torch.set_num_threads(1)
@@ -88,6 +101,25 @@ class TestHeadOnlySteps(unittest.TestCase):
         # segmentation (a voxel mask): the whole network even for a withdrawn class
         _, unlearner = self.unlearner(PSGConfig.package_default())
         self.assertFalse(unlearner.revises_head_only(torch.ones(8, 6, 6, dtype=torch.bool)))
+
+    def test_a_head_that_does_not_give_the_output_is_not_revised_alone(self):
+        from monai_unlearn.core.head import head_gives_output
+
+        odd = OutputLayerRegisteredFirst()
+        (xf, yf), (xr, yr) = batches()
+        self.assertEqual(classification_head(odd)[0], "body")
+        self.assertFalse(head_gives_output(odd, odd.body, xf))
+        self.assertTrue(head_gives_output(odd, odd.out, xf))
+        before = state(odd)
+        unlearner = PSGUnlearner(odd, torch.optim.SGD(odd.parameters(), lr=0.1), PSGConfig.package_default(),
+                                 withdrawn_classes=[2])
+        with self.assertLogs("monai_unlearn.core.unlearner", level="WARNING") as logs:
+            out = unlearner.step(xf, yf, xr, yr)
+        self.assertFalse(out["head_only"])
+        self.assertIn("does not give the network's output", logs.output[0])
+        self.assertIsNone(unlearner.head)
+        for name in ("out.weight", "body.weight"):  # the whole network
+            self.assertFalse(torch.equal(before[name], odd.state_dict()[name]), name)
 
     def test_the_heads_steps_take_the_scaled_learning_rate_and_leave_the_optimizer_as_it_was(self):
         (xf, yf), (xr, yr) = batches()

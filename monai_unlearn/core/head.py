@@ -9,7 +9,7 @@ import torch
 
 from monai_unlearn.core.composition import head_prefixes_for
 
-__all__ = ["classification_head", "gradients_only_into"]
+__all__ = ["classification_head", "gradients_only_into", "head_gives_output"]
 
 
 def classification_head(network: torch.nn.Module) -> tuple[str, torch.nn.Module]:
@@ -41,3 +41,22 @@ def gradients_only_into(layer: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+@torch.no_grad()
+def head_gives_output(network: torch.nn.Module, head: torch.nn.Module, image: torch.Tensor) -> bool:
+    """Whether ``head`` runs once on ``image`` and what it returns is the network's output (the first element of a
+    tuple or list output): a head found by name from the order modules were registered in may be some other layer
+    of an unusual network, and revising it alone would not be revising the classifier."""
+    seen: list = []
+    handle = head.register_forward_hook(lambda module, args, out: seen.append(out))
+    was_training = network.training
+    network.eval()
+    try:
+        output = network(image)
+    finally:
+        handle.remove()
+        network.train(was_training)
+    output = output[0] if isinstance(output, (tuple, list)) else output
+    return (len(seen) == 1 and isinstance(seen[0], torch.Tensor) and seen[0].shape == output.shape
+            and torch.equal(seen[0], output))
