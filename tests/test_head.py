@@ -6,11 +6,11 @@ import copy
 import unittest
 
 import torch
-from monai.networks.nets import DenseNet121
+from monai.networks.nets import DenseNet121, UNet
 from torch.utils.data import DataLoader, TensorDataset
 
 from monai_unlearn.core import PSGConfig, PSGUnlearner
-from monai_unlearn.core.head import classification_head, gradients_only_into
+from monai_unlearn.core.head import classification_head, find_head, gradients_only_into, head_gives_output
 from monai_unlearn.engines import UnlearningTrainer
 from monai_unlearn.handlers import CalibratedStopHandler
 
@@ -68,6 +68,18 @@ class OutputLayerRegisteredFirst(torch.nn.Module):
         return self.out(torch.relu(self.body(x.flatten(1))))
 
 
+class TwoBranches(torch.nn.Module):
+    """The output is the sum of two branches: no module smaller than the network gives it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = torch.nn.Linear(36, 3), torch.nn.Linear(36, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x.flatten(1)) + self.b(x.flatten(1))
+
+
 class TestHeadOnlySteps(unittest.TestCase):
     def setUp(self):
         torch.set_num_threads(1)
@@ -98,28 +110,51 @@ class TestHeadOnlySteps(unittest.TestCase):
             self.assertFalse(unlearner.step(xf, yf, xr, yr)["head_only"])
             self.assertFalse(torch.equal(before["0.weight"], model.state_dict()["0.weight"]))
             self.assertFalse(torch.equal(before["1.running_mean"], model.state_dict()["1.running_mean"]))
-        # segmentation (a voxel mask): the whole network even for a withdrawn class
-        _, unlearner = self.unlearner(PSGConfig.package_default())
-        self.assertFalse(unlearner.revises_head_only(torch.ones(8, 6, 6, dtype=torch.bool)))
 
-    def test_a_head_that_does_not_give_the_output_is_not_revised_alone(self):
-        from monai_unlearn.core.head import head_gives_output
-
+    def test_a_head_found_by_name_that_does_not_give_the_output_is_looked_for_by_running_the_network(self):
         odd = OutputLayerRegisteredFirst()
         (xf, yf), (xr, yr) = batches()
-        self.assertEqual(classification_head(odd)[0], "body")
+        self.assertEqual(classification_head(odd)[0], "body")  # registered last, but not the output layer
         self.assertFalse(head_gives_output(odd, odd.body, xf))
-        self.assertTrue(head_gives_output(odd, odd.out, xf))
+        self.assertEqual(find_head(odd, xf)[0], "out")
         before = state(odd)
         unlearner = PSGUnlearner(odd, torch.optim.SGD(odd.parameters(), lr=0.1), PSGConfig.package_default(),
                                  withdrawn_classes=[2])
+        self.assertTrue(unlearner.step(xf, yf, xr, yr)["head_only"])
+        self.assertEqual(unlearner.head[0], "out")
+        self.assertTrue(torch.equal(before["body.weight"], odd.state_dict()["body.weight"]))
+        self.assertFalse(torch.equal(before["out.weight"], odd.state_dict()["out.weight"]))
+
+    def test_a_network_without_a_head_is_revised_whole_and_says_so(self):
+        two = TwoBranches()
+        (xf, yf), (xr, yr) = batches()
+        self.assertIsNone(find_head(two, xf))
+        before = state(two)
+        unlearner = PSGUnlearner(two, torch.optim.SGD(two.parameters(), lr=0.1), PSGConfig.package_default(),
+                                 withdrawn_classes=[2])
         with self.assertLogs("monai_unlearn.core.unlearner", level="WARNING") as logs:
-            out = unlearner.step(xf, yf, xr, yr)
-        self.assertFalse(out["head_only"])
-        self.assertIn("does not give the network's output", logs.output[0])
-        self.assertIsNone(unlearner.head)
-        for name in ("out.weight", "body.weight"):  # the whole network
-            self.assertFalse(torch.equal(before[name], odd.state_dict()[name]), name)
+            self.assertFalse(unlearner.step(xf, yf, xr, yr)["head_only"])
+        self.assertIn("no module smaller than the network gives its output", logs.output[0])
+        for name in ("a.weight", "b.weight"):
+            self.assertFalse(torch.equal(before[name], two.state_dict()[name]), name)
+
+    def test_a_withdrawn_segmentation_class_revises_the_deepest_module_giving_the_output(self):
+        # MONAI's UNet with residual units: its last module with parameters is a convolution inside the last residual
+        # unit, whose output the unit adds its input to; the unit itself gives the network's output
+        torch.manual_seed(0)
+        unet = UNet(2, 1, 3, channels=(4, 8), strides=(2,), num_res_units=1)
+        image = torch.rand(2, 1, 8, 8)
+        label = torch.randint(0, 3, (2, 1, 8, 8))
+        name, _ = find_head(unet, image)
+        self.assertFalse(head_gives_output(unet, classification_head(unet)[1], image))
+        self.assertTrue(head_gives_output(unet, unet.get_submodule(name), image))
+        before = state(unet)
+        unlearner = PSGUnlearner(unet, torch.optim.SGD(unet.parameters(), lr=0.1), PSGConfig.package_default(),
+                                 withdrawn_classes=[2])
+        out = unlearner.step(image, label, image, label, forget_mask=label[:, 0] == 2)
+        self.assertTrue(out["head_only"])
+        changed = {k.rsplit(".", 1)[0] for k in before if not torch.equal(before[k], unet.state_dict()[k])}
+        self.assertTrue(changed and all(k.startswith(name + ".") or k == name for k in changed), (name, changed))
 
     def test_the_heads_steps_take_the_scaled_learning_rate_and_leave_the_optimizer_as_it_was(self):
         (xf, yf), (xr, yr) = batches()

@@ -68,12 +68,13 @@ class PSGConfig:
             toward 0, as in a model never trained on them (``monai_unlearn.core.losses.withdrawn_loss``). It acts only
             in runs whose regime withdrew whole classes (``PSGUnlearner(withdrawn_classes=...)``); 0 leaves it out,
             as the paper does.
-        withdrawn_scope: what a run whose regime withdrew whole classes of a classification network revises:
-            ``"network"`` (every layer, as the paper does) or ``"head"`` (the classification head only,
-            ``monai_unlearn.core.head.classification_head``; the layers before it are left as they are, batch-norm
-            statistics included; when a check after the head's first pass finds retention lost, the run goes back
-            to the original and revises the whole network, see ``CalibratedStopHandler``). Segmentation and every
-            other regime revise the whole network either way.
+        withdrawn_scope: what a run whose regime withdrew whole classes (a classifier's labels or a segmenter's
+            label classes) revises: ``"network"`` (every layer, as the paper does) or ``"head"`` (the network's head
+            only, ``monai_unlearn.core.head.find_head``: the classification head, or the deepest module giving the
+            network's output, such as a UNet's last residual unit; the layers before it are left as they are,
+            batch-norm statistics included; when a check after the head's first pass finds retention lost, the run
+            goes back to the original and revises the whole network, see ``CalibratedStopHandler``). Partial
+            requests and a segmenter's cases revise the whole network either way.
         head_lr_scale: with ``withdrawn_scope="head"``, the optimizer's learning rate is multiplied by this for the
             head's steps (a single layer takes larger steps than a whole network tolerates).
         head_phi: with ``withdrawn_scope="head"``, the remain term's weight for the head's steps; ``None`` means
@@ -158,8 +159,8 @@ class PSGConfig:
     def package_default(cls, **kwargs: Any) -> PSGConfig:
         """The parameters ``unlearn()`` and the bundle use when none are given: a search radius of a fifth of each
         batch's intensity range (so it fits CT numbers and [0, 1] images alike), one step, the remain term at
-        weight 4, which keeps retention while the calibrated stop decides how far to go, and, where whole classes of a
-        classification network are withdrawn, only its head revised, at ten times the learning rate and with the
+        weight 4, which keeps retention while the calibrated stop decides how far to go, and, where whole classes are
+        withdrawn, only the network's head revised, at ten times the learning rate and with the
         remain term at weight 1, and the withdrawn classes' probability on the forget items driven toward 0 at
         weight 3."""
         return cls(**{**PACKAGE_DEFAULT_PARAMS, **kwargs})

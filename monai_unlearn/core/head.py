@@ -1,4 +1,4 @@
-"""Revise only a network's classification head: find the head, and stop gradients at its input while it runs."""
+"""Revise only a network's head: find the head, and stop gradients at its input while the network runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from monai_unlearn.core.composition import head_prefixes_for
 
-__all__ = ["classification_head", "gradients_only_into", "head_gives_output"]
+__all__ = ["classification_head", "find_head", "gradients_only_into", "head_gives_output"]
 
 
 def classification_head(network: torch.nn.Module) -> tuple[str, torch.nn.Module]:
@@ -60,3 +60,32 @@ def head_gives_output(network: torch.nn.Module, head: torch.nn.Module, image: to
     output = output[0] if isinstance(output, (tuple, list)) else output
     return (len(seen) == 1 and isinstance(seen[0], torch.Tensor) and seen[0].shape == output.shape
             and torch.equal(seen[0], output))
+
+
+@torch.no_grad()
+def find_head(network: torch.nn.Module, image: torch.Tensor) -> tuple[str, torch.nn.Module] | None:
+    """The head to revise alone, checked on a batch: ``classification_head`` when it gives the network's output,
+    else the deepest module with parameters that does (MONAI's ``UNet`` with residual units: its last residual unit,
+    whose last convolution alone does not, since the unit adds its input back); ``None`` when no module smaller than
+    the network gives its output."""
+    name, module = classification_head(network)
+    if head_gives_output(network, module, image):
+        return name, module
+    seen: dict[str, list] = {}
+    hooks = [m.register_forward_hook(lambda mod, args, out, key=key: seen.setdefault(key, []).append(out))
+             for key, m in network.named_modules() if key and next(m.parameters(), None) is not None]
+    was_training = network.training
+    network.eval()
+    try:
+        output = network(image)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        network.train(was_training)
+    output = output[0] if isinstance(output, (tuple, list)) else output
+    found = [key for key, outs in seen.items() if len(outs) == 1 and isinstance(outs[0], torch.Tensor)
+             and outs[0].shape == output.shape and torch.equal(outs[0], output)]
+    if not found:
+        return None
+    deepest = max(found, key=lambda key: key.count("."))
+    return deepest, network.get_submodule(deepest)

@@ -12,7 +12,7 @@ import torch
 from monai_unlearn.core.batch import label_index_for_image
 from monai_unlearn.core.boundary_search import PSGBoundarySearch, frozen_reference
 from monai_unlearn.core.config import PSGConfig
-from monai_unlearn.core.head import classification_head, gradients_only_into, head_gives_output
+from monai_unlearn.core.head import classification_head, find_head, gradients_only_into
 from monai_unlearn.core.losses import forget_loss, remain_loss, withdrawn_loss
 from monai_unlearn.core.schedules import lambda_at
 from monai_unlearn.core.targets import boundary_targets, targets_differ
@@ -41,8 +41,8 @@ class PSGUnlearner:
     Each ``step`` runs the boundary search on the reference for the forget batch, turns the boundary point into
     targets, and makes one optimizer step on ``forget_loss + phi * remain_loss``. With ``withdrawn_classes``, the
     forget term also has ``withdrawn_weight * withdrawn_loss`` (the withdrawn classes' probability on the forget
-    items, driven toward 0), and with ``config.withdrawn_scope == "head"`` only the classification head of a classifier
-    is revised (``revises_head_only``). Everything stays on the model's device and no value is read back to the host,
+    items or voxels, driven toward 0), and with ``config.withdrawn_scope == "head"`` only the network's head is revised
+    (``revises_head_only``). Everything stays on the model's device and no value is read back to the host,
     so the step suits GPU pipelines; the returned losses are detached tensors.
 
     Args:
@@ -90,25 +90,23 @@ class PSGUnlearner:
         self.head: tuple[str, torch.nn.Module] | None = None
         #: set by ``revise_whole_network``: the head alone could not forget without losing retention
         self.head_given_up = False
-        self._no_head = False  # the head found by name does not give the network's output
+        self._no_head = False  # no module smaller than the network gives its output
 
-    def revises_head_only(self, forget_mask: torch.Tensor | None = None, image: torch.Tensor | None = None) -> bool:
-        """Whether this step revises the classification head alone: whole classes withdrawn from a classifier (no
-        voxel mask) with ``withdrawn_scope="head"``, until ``revise_whole_network``. Finds the head the first time
-        and, given a batch ``image``, checks that it gives the network's output (``head_gives_output``); a network
-        whose head is not found that way is revised whole (said in the log)."""
-        if (not self.withdrawn_classes or self.config.withdrawn_scope != "head" or forget_mask is not None
-                or self.head_given_up or self._no_head):
+    def revises_head_only(self, image: torch.Tensor | None = None) -> bool:
+        """Whether this step revises the network's head alone: whole classes withdrawn (a classifier's labels, or a
+        segmenter's label classes) with ``withdrawn_scope="head"``, until ``revise_whole_network``. Finds the head
+        the first time, on the batch ``image`` when given (``find_head``: the classification head if it gives the
+        network's output, else the deepest module that does); a network without one is revised whole (said in the
+        log)."""
+        if not self.withdrawn_classes or self.config.withdrawn_scope != "head" or self.head_given_up or self._no_head:
             return False
         if self.head is None:
-            name, module = classification_head(self.model)
-            if image is not None and not head_gives_output(self.model, module, image):
+            self.head = classification_head(self.model) if image is None else find_head(self.model, image)
+            if self.head is None:
                 self._no_head = True
-                logger.warning(f"withdrawn_scope='head': the module found as the classification head ('{name}', the "
-                               "last one with parameters) does not give the network's output, so the whole network "
-                               "is revised")
+                logger.warning("withdrawn_scope='head': no module smaller than the network gives its output, so the "
+                               "whole network is revised")
                 return False
-            self.head = (name, module)
         return True
 
     def revise_whole_network(self) -> bool:
@@ -189,7 +187,7 @@ class PSGUnlearner:
             raise ValueError("phi > 0 needs a remain batch (remain_image and remain_label); pass one or set phi=0.")
         target, label_index = self.forget_targets(forget_image, forget_label, forget_mask)
 
-        head_only = self.revises_head_only(forget_mask, forget_image)
+        head_only = self.revises_head_only(forget_image)
         # the layers before a head revised alone run as they did for the original: in eval mode, so that neither their
         # batch-norm statistics nor dropout change, and without gradients
         self.model.train(not head_only)
