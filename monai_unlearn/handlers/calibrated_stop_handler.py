@@ -66,7 +66,7 @@ class CalibratedStopHandler:
     are half forget items, so the statistics drift toward the data being forgotten. When a check finds the guard
     fallen and ``renormalize_fn`` is given, ``renormalize_fn(network)`` estimates the statistics again from kept data
     (``regime_stop_handler`` gives one, see ``monai_unlearn.core.norm_stats``) and the state is checked again; the
-    check's record says so (``"renormalized"``). When the engine's unlearner revises a classifier's head alone (a
+    check's record says so (``"renormalized"``). When the engine's unlearner revises the network's head alone (a
     withdrawn class, ``PSGConfig.withdrawn_scope="head"``) and a check at the end of the first pass or later finds the
     guard fallen, the head alone cannot forget without losing retention: the unlearner puts the original head back and
     revises the whole network from there (``"head_given_up"`` in the check's record). At ``Events.COMPLETED`` (also
