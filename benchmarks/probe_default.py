@@ -10,7 +10,6 @@
     python benchmarks/probe_default.py fmnist_class0 1 --fmnist-train 20000 --fmnist-epochs 15 --trace
     python benchmarks/probe_default.py slices_cranium 2 --variant withdrawn_term_only
     python benchmarks/probe_default.py brain_mni152 0 --profile             # where the run's time goes (cProfile)
-    python benchmarks/probe_default.py seg_white_matter 0 --variant segmentation_head
 
 For trying a change to the default before building it: the variants are the ones ``RESULTS_SCENARIOS.md`` lists as
 tried and not kept. ``remain_boost`` doubles the remain weight (phi) at every check whose held-out guard fell more
@@ -19,9 +18,7 @@ the forget term only to items whose boundary search crossed (the others are left
 own label again); withdrawn classes are unaffected (every target there crosses). ``bn_check`` (a diagnostic that leaves
 the run as it is), ``renormalize_every_check`` and ``remain_normalised``: batch-norm statistics, see their docstrings
 and ``RESULTS_SCENARIOS.md``. ``withdrawn_term_only``: a withdrawn class's forget term is the withdrawn-probability
-term alone (``PSGConfig.withdrawn_weight``), without the cross-entropy to the boundary targets.
-``segmentation_head``: a withdrawn segmentation class revised by the network's head alone (the deepest module whose
-output is the network's), as the default does for a classifier. The models come from
+term alone (``PSGConfig.withdrawn_weight``), without the cross-entropy to the boundary targets. The models come from
 the benchmark's cache (``python benchmarks/scenarios.py`` trains them); the retrained model only scores. ``--trace`` also scores the
 state at every check against the retrained model (forget / remain / test / MIA and the gap), to see where the ideal
 stop would have been; the time it prints then includes that scoring.
@@ -175,38 +172,6 @@ def remain_normalised(data: dict) -> None:
     unlearner_module.PSGUnlearner.compute_losses = patched
 
 
-def _innermost_output_module(network: torch.nn.Module, image: torch.Tensor) -> tuple[str, torch.nn.Module]:
-    """The deepest module with parameters whose output on ``image`` is the network's output."""
-    seen: dict[str, torch.Tensor] = {}
-    hooks = [module.register_forward_hook(lambda m, args, out, name=name: seen.setdefault(name, out))
-             for name, module in network.named_modules() if next(module.parameters(), None) is not None]
-    network.eval()
-    try:
-        with torch.no_grad():
-            output = network(image)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    same = [name for name, out in seen.items()
-            if isinstance(out, torch.Tensor) and out.shape == output.shape and torch.equal(out, output)]
-    name = max(same, key=lambda n: n.count(".") + 1 if n else 0)
-    return name, network.get_submodule(name)
-
-
-def segmentation_head(data: dict) -> None:
-    """A withdrawn segmentation class revised by its network's head alone, as a classifier's is (the package revises
-    a segmentation network whole): the head is the deepest module whose output is the network's (MONAI's UNet with
-    residual units: its last residual unit), found on the first forget batch."""
-    revises = unlearner_module.PSGUnlearner.revises_head_only
-
-    def head_first(self, forget_mask=None, image=None):
-        if self.head is None and self.withdrawn_classes and image is not None and not self.head_given_up:
-            self.head = _innermost_output_module(self.model, image)
-        return revises(self, None, None)
-
-    unlearner_module.PSGUnlearner.revises_head_only = head_first
-
-
 def withdrawn_term_only(data: dict) -> None:
     """Drop the cross-entropy to the boundary targets from the forget term (the withdrawn-class term stays)."""
     unlearner_module.forget_loss = lambda logits, target: logits.float().sum() * 0.0
@@ -214,7 +179,7 @@ def withdrawn_term_only(data: dict) -> None:
 
 VARIANTS = {"remain_boost": remain_boost, "crossed_only": crossed_only, "bn_check": bn_check,
             "renormalize_every_check": renormalize_every_check, "remain_normalised": remain_normalised,
-            "withdrawn_term_only": withdrawn_term_only, "segmentation_head": segmentation_head}
+            "withdrawn_term_only": withdrawn_term_only}
 
 
 def main(argv=None) -> dict:
