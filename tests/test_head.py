@@ -155,6 +155,10 @@ class TestHeadOnlySteps(unittest.TestCase):
         self.assertTrue(out["head_only"])
         changed = {k.rsplit(".", 1)[0] for k in before if not torch.equal(before[k], unet.state_dict()[k])}
         self.assertTrue(changed and all(k.startswith(name + ".") or k == name for k in changed), (name, changed))
+        # given up, the head found by running the network (not the one found by name) is put back: the original again
+        self.assertTrue(unlearner.revise_whole_network())
+        for key, value in unet.state_dict().items():
+            self.assertTrue(torch.equal(value, before[key]), key)
 
     def test_the_heads_steps_take_the_scaled_learning_rate_and_leave_the_optimizer_as_it_was(self):
         (xf, yf), (xr, yr) = batches()

@@ -115,8 +115,8 @@ class PSGUnlearner:
         the next step on. Returns whether the head was being revised alone (``False``: nothing to do)."""
         if self.head is None or self.head_given_up:
             return False
-        _, head = self.head
-        _, original_head = classification_head(self.reference)
+        name, head = self.head
+        original_head = self.reference.get_submodule(name)  # the same path in the frozen copy
         with torch.no_grad():
             for name, value in original_head.state_dict().items():
                 head.state_dict()[name].copy_(value)
