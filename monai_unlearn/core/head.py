@@ -44,36 +44,12 @@ def gradients_only_into(layer: torch.nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-def head_gives_output(network: torch.nn.Module, head: torch.nn.Module, image: torch.Tensor) -> bool:
-    """Whether ``head`` runs once on ``image`` and what it returns is the network's output (the first element of a
-    tuple or list output): a head found by name from the order modules were registered in may be some other layer
-    of an unusual network, and revising it alone would not be revising the classifier."""
-    seen: list = []
-    handle = head.register_forward_hook(lambda module, args, out: seen.append(out))
-    was_training = network.training
-    network.eval()
-    try:
-        output = network(image)
-    finally:
-        handle.remove()
-        network.train(was_training)
-    output = output[0] if isinstance(output, (tuple, list)) else output
-    return (len(seen) == 1 and isinstance(seen[0], torch.Tensor) and seen[0].shape == output.shape
-            and torch.equal(seen[0], output))
-
-
-@torch.no_grad()
-def find_head(network: torch.nn.Module, image: torch.Tensor) -> tuple[str, torch.nn.Module] | None:
-    """The head to revise alone, checked on a batch: ``classification_head`` when it gives the network's output,
-    else the deepest module with parameters that does (MONAI's ``UNet`` with residual units: its last residual unit,
-    whose last convolution alone does not, since the unit adds its input back); ``None`` when no module smaller than
-    the network gives its output."""
-    name, module = classification_head(network)
-    if head_gives_output(network, module, image):
-        return name, module
+def _giving_output(network: torch.nn.Module, candidates: dict[str, torch.nn.Module], image: torch.Tensor) -> set[str]:
+    """The names of ``candidates`` that run once on ``image`` (one forward, eval mode, mode restored) and return the
+    network's output (the first element of a tuple or list output)."""
     seen: dict[str, list] = {}
-    hooks = [m.register_forward_hook(lambda mod, args, out, key=key: seen.setdefault(key, []).append(out))
-             for key, m in network.named_modules() if key and next(m.parameters(), None) is not None]
+    hooks = [module.register_forward_hook(lambda m, args, out, key=key: seen.setdefault(key, []).append(out))
+             for key, module in candidates.items()]
     was_training = network.training
     network.eval()
     try:
@@ -83,8 +59,29 @@ def find_head(network: torch.nn.Module, image: torch.Tensor) -> tuple[str, torch
             hook.remove()
         network.train(was_training)
     output = output[0] if isinstance(output, (tuple, list)) else output
-    found = [key for key, outs in seen.items() if len(outs) == 1 and isinstance(outs[0], torch.Tensor)
-             and outs[0].shape == output.shape and torch.equal(outs[0], output)]
+    return {key for key, outs in seen.items() if len(outs) == 1 and isinstance(outs[0], torch.Tensor)
+            and outs[0].shape == output.shape and torch.equal(outs[0], output)}
+
+
+def head_gives_output(network: torch.nn.Module, head: torch.nn.Module, image: torch.Tensor) -> bool:
+    """Whether ``head`` runs once on ``image`` and what it returns is the network's output: a head found by name from
+    the order modules were registered in may be some other layer of an unusual network, and revising it alone would
+    not be revising the classifier."""
+    return bool(_giving_output(network, {"head": head}, image))
+
+
+def find_head(network: torch.nn.Module, image: torch.Tensor) -> tuple[str, torch.nn.Module] | None:
+    """The head to revise alone, checked on a batch (one forward): ``classification_head`` when it gives the network's
+    output, else the deepest module with parameters that does (MONAI's ``UNet`` with residual units: its last residual
+    unit, whose last convolution alone does not, since the unit adds its input back); ``None`` when no module smaller
+    than the network gives its output."""
+    name, module = classification_head(network)
+    candidates = {key: m for key, m in network.named_modules() if key and next(m.parameters(), None) is not None}
+    candidates[name] = module
+    found = _giving_output(network, candidates, image)
+    if name in found:
+        return name, module
+    found.discard("")
     if not found:
         return None
     deepest = max(found, key=lambda key: key.count("."))
