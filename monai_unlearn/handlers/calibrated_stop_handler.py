@@ -308,7 +308,7 @@ class CalibratedStopHandler:
                 engine.terminate()
 
     def _give_up_head(self, engine: Engine, score: float, guard: float | None) -> bool:
-        """A state that lost retention after a whole pass in which only the classification head was revised
+        """A state that lost retention after a whole pass in which only the network's head was revised
         (``PSGConfig.withdrawn_scope``): the head alone cannot move the withdrawn classes away from features the kept
         classes share, so the trainer's unlearner puts the original head back and revises the whole network from
         here (the check is recorded with ``"head_given_up"`` and is never a best state). A check within the first
