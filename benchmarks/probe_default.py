@@ -177,9 +177,25 @@ def withdrawn_term_only(data: dict) -> None:
     unlearner_module.forget_loss = lambda logits, target: logits.float().sum() * 0.0
 
 
+def bn_frozen(data: dict) -> None:
+    """Run the network in eval mode in every unlearning step (batch-norm layers normalise with the original's running
+    statistics and never update them; no dropout), whatever the regime."""
+    compute = unlearner_module.PSGUnlearner.compute_losses
+
+    def patched(self, *args, **kwargs):
+        model = self.model
+        model.train = lambda mode=True: torch.nn.Module.train(model, False)
+        try:
+            return compute(self, *args, **kwargs)
+        finally:
+            del model.train
+
+    unlearner_module.PSGUnlearner.compute_losses = patched
+
+
 VARIANTS = {"remain_boost": remain_boost, "crossed_only": crossed_only, "bn_check": bn_check,
             "renormalize_every_check": renormalize_every_check, "remain_normalised": remain_normalised,
-            "withdrawn_term_only": withdrawn_term_only}
+            "withdrawn_term_only": withdrawn_term_only, "bn_frozen": bn_frozen}
 
 
 def main(argv=None) -> dict:

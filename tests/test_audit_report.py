@@ -51,6 +51,12 @@ class TestAuditReport(unittest.TestCase):
         self.assertIn("the run stopped before its first step: the original already met the target, so the model was "
                       "left unchanged.", text)
         self.assertNotIn("batch-norm", text)  # off by default: nothing said
+        # met within the target's sampling noise: the margin is said
+        margin = {**stopping, "stopped": "target_at_start", "rewound": False,
+                  "calibration": {"target": 0.828, "margin": 0.044}}
+        text = render_audit_markdown({**RECORD, "stopping": margin}, audit, {"name": "x"}, {}, "verify")
+        self.assertIn("the original already met the target (within 0.044, the sampling noise of the forget and held-out "
+                      "items), so the model was left unchanged.", text)
         # unlearn_remain_norm_stats: how many checks estimated the statistics again
         checks = [{"renormalized": True}, {}, {"renormalized": True}]
         text = render_audit_markdown({**RECORD, "stopping": {

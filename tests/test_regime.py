@@ -19,7 +19,7 @@ from monai_unlearn.bundle import unlearn_from_parser
 from monai_unlearn.core.regime import decide_regime
 from monai_unlearn.engines import UnlearningTrainer
 from monai_unlearn.handlers import CalibratedStopHandler
-from monai_unlearn.metrics.calibration import calibration_target
+from monai_unlearn.metrics.calibration import calibration_target, target_margin
 from tests.bundle_fixtures import make_images, overlay_parser, split, write_json_zoo_bundle
 from tests.test_boundary_search import tiny_classifier
 
@@ -88,6 +88,20 @@ class TestCalibrationTarget(unittest.TestCase):
         self.assertTrue(calibration["notes"])
 
 
+    def test_the_margin_is_the_sampling_noise_of_forget_accuracy_and_target(self):
+        # one label, target 0.5 from 100 held-out items, 100 forget items: two standard errors of the difference of two
+        # proportions, 2 * sqrt(0.25 * (1/100 + 1/100))
+        self.assertAlmostEqual(target_margin({1: 0.5}, [1] * 100, {1: (50, 100)}), 2 * (0.25 * 0.02) ** 0.5)
+        # four times the items on both sides: half the margin; a withdrawn label (target 0) adds no noise of its own
+        self.assertAlmostEqual(target_margin({1: 0.5}, [1] * 400, {1: (200, 400)}), (0.25 * 0.02) ** 0.5)
+        mixed = target_margin({1: 0.5, 3: 0.0}, [1] * 100 + [3] * 100, {1: (50, 100)})
+        self.assertAlmostEqual(mixed, 2 * (0.25 * (100 / 200**2 + 0.25 / 100)) ** 0.5)
+        # a label without held-out items counts the shared labels' held-out items; a sure label has no noise
+        self.assertAlmostEqual(target_margin({2: 0.5}, [2] * 100, {1: (50, 100)}), 2 * (0.25 * 0.02) ** 0.5)
+        self.assertEqual(target_margin({1: 1.0}, [1] * 10, {1: (10, 10)}), 0.0)
+        self.assertEqual(target_margin({}, [], {}), 0.0)
+
+
 def toy(seed: int = 0, n: int = 48):
     torch.manual_seed(seed)
     x = torch.rand(n, 1, 4, 4)
@@ -136,6 +150,24 @@ class TestCalibratedStop(unittest.TestCase):
         _, trainer, handler = self.make([0.9, 0.8, 0.5])
         trainer.run()
         self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (2, "target"))
+
+    def test_a_score_within_the_margin_meets_the_target(self):
+        # target 0.5, margin 0.1: an original at 0.58 is the target's as far as the data can tell, and takes no step
+        net, trainer, handler = self.make([0.58], guard_values=[0.9], mode="closest", margin=0.1)
+        before = copy.deepcopy(net.state_dict())
+        trainer.run()
+        self.assertEqual((trainer.state.iteration, handler.record["stopped"], handler.record["margin"]),
+                         (0, "target_at_start", 0.1))
+        self.assertTrue(all(torch.equal(v, net.state_dict()[k]) for k, v in before.items()))
+        # above the margin the run starts, and a check within it stops there (the tolerance alone would go on)
+        _, trainer, handler = self.make([0.7, 0.59, 0.5], guard_values=[0.9, 0.9, 0.9], mode="closest", margin=0.1)
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (1, "target"))
+        _, trainer, handler = self.make([0.7, 0.59, 0.5], guard_values=[0.9, 0.9, 0.9], mode="closest")
+        trainer.run()
+        self.assertEqual((trainer.state.epoch, handler.record["stopped"]), (2, "target"))
+        with self.assertRaisesRegex(ValueError, "margin"):
+            CalibratedStopHandler(lambda _: 0.0, target=0.5, margin=-0.1)
 
     def test_a_withdrawn_class_keeps_the_state_that_forgot_it(self):
         # in "reach" mode meeting the target is required: a state that meets it is kept even if the guard fell
@@ -397,6 +429,12 @@ class TestRegimeInUnlearn(unittest.TestCase):
         self.assertEqual(result.stopping["regime"]["regime"], "partial")
         self.assertEqual(result.stopping["stopped"], "target_at_start")
         self.assertEqual(result.epochs, 0)
+        # the target's sampling noise on these few items is part of the record
+        calibration = result.stopping["calibration"]
+        labels = self.y[72:].tolist()
+        counts = {c: (sum(1 for y in labels if y == c) * calibration["per_label"][c], labels.count(c)) for c in set(labels)}
+        self.assertAlmostEqual(calibration["margin"], target_margin(calibration["per_label"], labels, counts))
+        self.assertGreater(calibration["margin"], 0.1)
         for name, value in self.net.state_dict().items():
             self.assertTrue(torch.equal(value, revised.state_dict()[name]), name)
 

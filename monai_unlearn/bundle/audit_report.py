@@ -111,8 +111,10 @@ def render_audit_markdown(
     if stopping:
         regime = stopping.get("regime") or {}
         calibration = stopping.get("calibration") or {}
-        stopped = {"target": "at the target", "no_progress": "when it no longer came closer to the target",
-                   "target_at_start": "before its first step: the original already met the target, so the "
+        margin = calibration.get("margin")
+        within = f" (within {_fmt(margin)}, the sampling noise of the forget and held-out items)" if margin else ""
+        stopped = {"target": f"at the target{within}", "no_progress": "when it no longer came closer to the target",
+                   "target_at_start": f"before its first step: the original already met the target{within}, so the "
                                       "model was left unchanged"}.get(stopping.get("stopped"), "at the pass budget")
         lines += ["", f"**Regime:** {regime.get('regime')} ({regime.get('reason')}). Forget target "
                       f"{_fmt(calibration.get('target'))}, estimated without a retrained model from "

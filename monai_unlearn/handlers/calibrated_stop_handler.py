@@ -13,7 +13,7 @@ from monai_unlearn.core.batch import default_prepare_batch
 from monai_unlearn.core.norm_stats import has_running_stats, reestimate_running_stats, remain_images
 from monai_unlearn.core.regime import decide_regime
 from monai_unlearn.metrics.calibration import (
-    accuracy_on_labels, calibration_target, loader_labels, per_label_accuracy, weighted_target)
+    accuracy_on_labels, calibration_target, loader_labels, per_label_accuracy, target_margin, weighted_target)
 from monai_unlearn.metrics.headline import forget_score
 from monai_unlearn.metrics.segmentation import evaluate_segmentation
 from monai_unlearn.metrics.transfer import source_transfer
@@ -43,7 +43,8 @@ class CalibratedStopHandler:
     held-out items of the same labels. No retrained model is involved.
 
     At each check ``score_fn(network)`` (e.g. forget accuracy) and ``guard_fn(network)`` (e.g. accuracy on held-out
-    items of the kept labels) are computed, and the run stops when the score is at or below ``target + tolerance``.
+    items of the kept labels) are computed, and the run stops when the score is at or below ``target + tolerance``
+    (or ``target + margin``, the target's sampling noise, when that is larger).
     A state is *admissible* when its guard has not fallen more than ``max_guard_drop`` below the original's.
 
     - ``mode="reach"`` (a withdrawn class: the target is a bound that must be met): a state that meets the target
@@ -105,6 +106,10 @@ class CalibratedStopHandler:
         stop_at_start: end the run before its first step when the original already meets the target
             (``record["stopped"] == "target_at_start"``): the forget items are already treated like held-out data of
             their kind, or the withdrawn class is already never predicted on them.
+        margin: the sampling noise of the score and the target, when they are measured on few items
+            (``monai_unlearn.metrics.calibration.target_margin``, which ``regime_stop_handler`` gives for partial
+            forgetting): a score up to ``max(tolerance, margin)`` above the target meets it, at the start and at every
+            check, since the data cannot tell it from the target. Coming closer is still counted in ``tolerance``.
         renormalize_fn: optional ``callable(network)`` for a check whose guard fell (see above).
         finish_repair: ``"reach"`` mode: go on past an admissible state at the target while its guard is below the
             original's and still rising (see above).
@@ -135,6 +140,7 @@ class CalibratedStopHandler:
         repair_at_target: bool = False,
         withdrawn_classes: Sequence[int] | None = None,
         stop_at_start: bool = True,
+        margin: float = 0.0,
         renormalize_fn: Callable[[torch.nn.Module], Any] | None = None,
         finish_repair: bool = False,
         original_guard: float | None = None,
@@ -148,6 +154,7 @@ class CalibratedStopHandler:
         self.repair_at_target = bool(repair_at_target)
         self.withdrawn_classes = sorted({int(c) for c in withdrawn_classes}) if withdrawn_classes else None
         self.stop_at_start = bool(stop_at_start)
+        self.margin = float(margin)
         self.renormalize_fn = renormalize_fn
         self.finish_repair = bool(finish_repair)
         self.original_guard = None if original_guard is None else float(original_guard)
@@ -156,8 +163,9 @@ class CalibratedStopHandler:
         self._repair_guard = float("-inf")
         if int(interval) != interval or interval < 1:
             raise ValueError(f"interval must be a positive integer, got {interval}.")
-        if tolerance < 0 or max_guard_drop < 0:
-            raise ValueError(f"tolerance and max_guard_drop must be >= 0, got {tolerance} and {max_guard_drop}.")
+        if tolerance < 0 or max_guard_drop < 0 or margin < 0:
+            raise ValueError(f"tolerance, margin and max_guard_drop must be >= 0, got {tolerance}, {margin} and "
+                             f"{max_guard_drop}.")
         self.score_fn, self.guard_fn = score_fn, guard_fn
         self.target, self.tolerance, self.max_guard_drop = float(target), float(tolerance), float(max_guard_drop)
         self.rewind, self.interval, self.epoch_level = rewind, int(interval), epoch_level
@@ -189,7 +197,7 @@ class CalibratedStopHandler:
         return self.logger if self.logger is not None else engine.logger
 
     def _meets_target(self, score: float) -> bool:
-        return score <= self.target + self.tolerance
+        return score <= self.target + max(self.tolerance, self.margin)
 
     def _started(self, engine: Engine) -> None:
         network = self._net(engine)
@@ -199,19 +207,21 @@ class CalibratedStopHandler:
         else:  # the original's guard, unless the caller evaluated it already
             self._guard0 = self.original_guard if self.original_guard is not None else float(self.guard_fn(network))
         self._best = ((1.0, abs(score - self.target)), 0, self._snapshot(network))
-        self.record = {"target": self.target, "tolerance": self.tolerance, "original_score": score,
-                       "original_guard": self._guard0, "checks": [], "stopped": "budget", "best_iteration": 0,
+        self.record = {"target": self.target, "tolerance": self.tolerance, "margin": self.margin,
+                       "original_score": score, "original_guard": self._guard0, "checks": [], "stopped": "budget", "best_iteration": 0,
                        "reached_at": None, "rewound": False}
         self._stalls, self._best_admissible, self._repair_guard = 0, True, float("-inf")
         self._progress_mark = self._best[0][1]  # the original's distance to the target
         if self.stop_at_start and self._meets_target(score):
             # nothing to forget that the data can show: the original already scores like a model that never saw the
-            # forget set (or below it, where more forgetting would only move away), so no step is taken
+            # forget set, within what chance makes of a score and a target on this many items (or below it, where
+            # more forgetting would only move away), so no step is taken
             self.record.update({"stopped": "target_at_start", "reached_at": 0, "terminated": True})
             self._last_checked = 0  # the network is the original: nothing to rewind to
             self._log(engine).info(f"CalibratedStopHandler: the original already meets the target "
-                                   f"({self.metric_name} {score:.4f}, target {self.target:.4f}); no unlearning step is "
-                                   "needed.")
+                                   f"({self.metric_name} {score:.4f}, target {self.target:.4f}"
+                                   + (f" + margin {self.margin:.4f}" if self.margin > self.tolerance else "") + "); "
+                                   "no unlearning step is needed.")
             engine.terminate()
 
     def state_dict(self) -> dict[str, Any]:
@@ -409,8 +419,10 @@ def regime_stop_handler(
     Classification: the forget and remain labels decide the regime (``decide_regime``); the target is 0 for a
     withdrawn class, else the original's held-out accuracy on the forget labels (``calibration_target`` over
     ``val_loader``, or over the remain loader with a warning when there is none); the guard is the held-out accuracy
-    on the labels that stay. Segmentation: the forgotten classes' Dice goes to 0, or the forget cases' Dice to the
-    original's Dice on held-out cases.
+    on the labels that stay. A partial target is met within its sampling noise (``target_margin``, the calibration's
+    ``"margin"``): a random few of the training items are often recognised no better than held-out ones, and then
+    the run takes no step, since nothing measurable is left to forget. Segmentation: the forgotten classes' Dice goes
+    to 0, or the forget cases' Dice to the original's Dice on held-out cases.
 
     Args:
         regime: ``"auto"`` or one of ``REGIMES``.
@@ -491,6 +503,8 @@ def regime_stop_handler(
                 _scale_by_transfer(calibration, source_transfer(
                     original, forget_loader, remain_loader, val_loader, shared, device, prepare_batch), forget_labels,
                     shared)
+            # a forget accuracy this close above the target is the target's, as far as so few items can tell
+            calibration["margin"] = target_margin(calibration["per_label"], forget_labels, original_counts or {})
 
         def kept_accuracy_of(counts: dict[int, tuple[int, int]]) -> float:  # held-out accuracy on the labels that stay
             value = accuracy_on_labels(counts, [c for c in counts if c not in withdrawn])
@@ -525,6 +539,7 @@ def regime_stop_handler(
         finish_repair=mode == "reach",
         # no forget item may be moved into a class that is withdrawn: a retrained model never predicts it
         withdrawn_classes=decision.withdrawn_labels, original_guard=original_guard,
+        margin=calibration.get("margin", 0.0),
         renormalize_fn=_norm_stats_from(remain_loader, revised, prepare_batch, device) if remain_norm_stats else None)
     norm_stats = ("estimated again from remain data at a check whose guard fell" if handler.renormalize_fn is not None
                   else None)

@@ -15,7 +15,12 @@ import torch
 
 from monai_unlearn.core.batch import default_prepare_batch, label_index_for_image
 
-__all__ = ["loader_labels", "per_label_accuracy", "calibration_target", "accuracy_on_labels", "weighted_target"]
+__all__ = ["loader_labels", "per_label_accuracy", "calibration_target", "accuracy_on_labels", "weighted_target",
+           "target_margin", "MARGIN_Z"]
+
+#: the z score of ``target_margin``: a forget accuracy this many standard errors above the target is taken to be
+#: above it (one-sided, about 2 % of forget sets that are treated like held-out data would be judged otherwise)
+MARGIN_Z = 2.0
 
 
 def loader_labels(loader: Iterable[Any], prepare_batch: Callable = default_prepare_batch) -> list[int]:
@@ -120,3 +125,40 @@ def calibration_target(
             notes.append(f"no held-out item of label {label}: its target is the pooled held-out accuracy")
     return {"target": weighted_target(per_label, forget_labels), "per_label": per_label,
             "held_out_items": sum(t for _, t in counts.values()), "notes": notes}
+
+
+def target_margin(
+    per_label: dict[int, float], forget_labels: Sequence[int], counts: dict[int, tuple[int, int]], z: float = MARGIN_Z
+) -> float:
+    """How far above a partial target the original's forget accuracy may lie and still be the target's, given how
+    few items both are measured on: ``z`` standard errors of their difference.
+
+    If the forget items were treated like held-out items of their labels, the forget accuracy would still differ
+    from the target by chance: by the binomial error of each label's accuracy on its forget items and on its held-out
+    items (``counts``, as ``per_label_accuracy`` gives them; a label without held-out items has the items its pooled
+    target came from). A difference within the margin shows no measurable trace of the forget set to remove.
+
+    Args:
+        per_label: each forget label's target (``calibration_target``'s ``per_label``; 0 for a withdrawn label).
+        forget_labels: the label of each forget item.
+        counts: ``{label: (correct, total)}`` of the original on the held-out data.
+        z: standard errors in the margin.
+
+    Returns:
+        the margin (0 when every label's target is 0 or 1).
+    """
+    weights = Counter(int(x) for x in forget_labels)
+    total = sum(weights.values())
+    if not total:
+        return 0.0
+    # what a label without held-out items was given: the pooled accuracy of the forget labels' held-out items, or of
+    # all held-out items when none has the forget labels (as ``calibration_target`` pools)
+    pooled_items = sum(t for label, (_, t) in counts.items() if label in weights) or sum(t for _, t in counts.values())
+    variance = 0.0
+    for label, n in weights.items():
+        p = min(max(per_label.get(label, 0.0), 0.0), 1.0)
+        held_out = counts.get(label, (0, 0))[1] or pooled_items or 1
+        # the forget accuracy's share of this label's error, and the target's
+        variance += p * (1 - p) * (n / total**2 + (n / total) ** 2 / held_out)
+    return float(z * variance**0.5)
+
