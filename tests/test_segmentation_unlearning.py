@@ -64,12 +64,6 @@ class TestPerVoxelTargets(unittest.TestCase):
         self.assertAlmostEqual(cases.stopping["calibration"]["target"],
                                forget_score(evaluate_segmentation(net, held_out)), places=6)
         self.assertIn("held-out cases", cases.stopping["calibration"]["notes"][0])
-        # met within the spread of the held-out cases' Dice, for the two forget cases (counted batch by batch)
-        from monai_unlearn.metrics.calibration import mean_margin
-
-        held_dice = evaluate_segmentation(net, held_out)["forget"]["case_dice"]
-        self.assertEqual(len(held_dice), 2)
-        self.assertAlmostEqual(cases.stopping["calibration"]["margin"], mean_margin(held_dice, 2), places=6)
         for p, q in zip(net.parameters(), revised.parameters()):
             self.assertEqual(p.shape, q.shape)
 

@@ -13,8 +13,7 @@ from monai_unlearn.core.batch import default_prepare_batch
 from monai_unlearn.core.norm_stats import has_running_stats, reestimate_running_stats, remain_images
 from monai_unlearn.core.regime import decide_regime
 from monai_unlearn.metrics.calibration import (
-    accuracy_on_labels, calibration_target, loader_labels, mean_margin, per_label_accuracy, target_margin,
-    weighted_target)
+    accuracy_on_labels, calibration_target, loader_labels, per_label_accuracy, target_margin, weighted_target)
 from monai_unlearn.metrics.headline import forget_score
 from monai_unlearn.metrics.segmentation import evaluate_segmentation
 from monai_unlearn.metrics.transfer import source_transfer
@@ -423,8 +422,7 @@ def regime_stop_handler(
     on the labels that stay. A partial target is met within its sampling noise (``target_margin``, the calibration's
     ``"margin"``): a random few of the training items are often recognised no better than held-out ones, and then
     the run takes no step, since nothing measurable is left to forget. Segmentation: the forgotten classes' Dice goes
-    to 0, or the forget cases' Dice to the original's Dice on held-out cases, met within the spread of the held-out
-    cases' Dice (``mean_margin``).
+    to 0, or the forget cases' Dice to the original's Dice on held-out cases.
 
     Args:
         regime: ``"auto"`` or one of ``REGIMES``.
@@ -475,10 +473,7 @@ def regime_stop_handler(
         else:
             held_out = evaluate_segmentation(original, val_loader, None, None, num_classes, device, prepare_batch,
                                              amp, roi_size=roi_size)
-            calibration = {"target": forget_score(held_out), "notes": ["the original's Dice on held-out cases"],
-                           # so few cases on either side: a forget Dice this close above the target is the target's
-                           "margin": mean_margin(held_out["forget"].get("case_dice") or [],
-                                                 _item_count(forget_loader, prepare_batch))}
+            calibration = {"target": forget_score(held_out), "notes": ["the original's Dice on held-out cases"]}
     else:
         if forget_labels is None:
             forget_labels = loader_labels(forget_loader, prepare_batch)
@@ -575,14 +570,6 @@ def _say_if_guard_is_coarse(items: int, notes: list[str], max_drop: float = MAX_
             "retention; more held-out data (a larger validation split; val_loader= in Python) gives a finer guard")
     notes.append(note)
     logger.warning(note)
-
-
-def _item_count(loader: Iterable[Any], prepare_batch: Callable) -> int:
-    """How many items a loader yields: its dataset's length when it has one, else counted batch by batch."""
-    dataset = getattr(loader, "dataset", None)
-    if dataset is not None and hasattr(dataset, "__len__"):
-        return len(dataset)
-    return sum(int(prepare_batch(batch, None, False)[0].shape[0]) for batch in loader)
 
 
 def _scale_by_transfer(calibration: dict[str, Any], transfer: dict[str, Any], forget_labels: Sequence[int],

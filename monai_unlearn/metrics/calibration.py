@@ -7,7 +7,6 @@ withdrawn label it is 0. The retrained model is never needed (nor used).
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -17,7 +16,7 @@ import torch
 from monai_unlearn.core.batch import default_prepare_batch, label_index_for_image
 
 __all__ = ["loader_labels", "per_label_accuracy", "calibration_target", "accuracy_on_labels", "weighted_target",
-           "target_margin", "mean_margin", "MARGIN_Z"]
+           "target_margin", "MARGIN_Z"]
 
 #: the z score of ``target_margin``: a forget accuracy this many standard errors above the target is taken to be
 #: above it (one-sided, about 2 % of forget sets that are treated like held-out data would be judged otherwise)
@@ -163,13 +162,3 @@ def target_margin(
         variance += p * (1 - p) * (n / total**2 + (n / total) ** 2 / held_out)
     return float(z * variance**0.5)
 
-
-
-def mean_margin(held_out: Sequence[float], count: int, z: float = MARGIN_Z) -> float:
-    """``target_margin`` for a target that is a mean over held-out cases (a segmenter's Dice): ``z`` standard errors
-    of the difference between that mean and the mean of ``count`` forget cases scored like them, from the held-out
-    cases' spread (0 with fewer than two held-out cases or no forget case)."""
-    values = [float(v) for v in held_out if v is not None]
-    if len(values) < 2 or count < 1:
-        return 0.0
-    return float(z * statistics.stdev(values) * (1 / len(values) + 1 / count) ** 0.5)

@@ -177,9 +177,7 @@ def segmentation_report(
     Returns:
         ``dice`` (mean of the per-class Dice over the evaluated classes present), ``per_class`` (class ->
         case-averaged Dice, ``None`` when no case holds it), ``class_counts`` (class -> cases holding it),
-        ``count`` (cases), ``case_dice`` (each case's mean Dice over the evaluated classes it holds, ``None`` for a
-        case holding none: the spread behind ``dice``), ``mean_loss``; ``forgotten_dice``/``kept_dice`` with
-        ``forget_classes``;
+        ``count`` (cases), ``mean_loss``; ``forgotten_dice``/``kept_dice`` with ``forget_classes``;
         ``surface_distance`` (class -> mean surface distance) when computed.
     """
     counts = stats["counts"]
@@ -193,7 +191,6 @@ def segmentation_report(
         "per_class": per_class,
         "class_counts": {c: int((counts[:, c, 2] > 0).sum()) for c in range(first, num_classes)},
         "count": int(counts.shape[0]),
-        "case_dice": [_nanmean(row) for row in dice[:, first:]],
         "mean_loss": float(stats["loss"].mean()),
     }
     if forget_classes:
