@@ -332,6 +332,8 @@ class TestRegimeInUnlearn(unittest.TestCase):
             handler, record = regime_stop_handler("auto", self.net, copy.deepcopy(self.net), forget, remain, held_out,
                                                   "classification", None, "cpu", lambda _: 0.0, transfer_check=False)
             self.assertEqual((record["regime"]["regime"], handler.finish_repair), (regime, finish))
+            # a partial run that stops coming closer ends after three checks; a withdrawn class has no such end
+            self.assertEqual(handler.stall_limit, 0 if regime == "class" else 3)
 
     def test_withdrawn_class_stops_when_it_is_gone(self):
         forget, remain, held_out = self.loaders(self.y[:72] == 2)
