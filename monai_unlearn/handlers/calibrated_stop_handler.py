@@ -527,7 +527,7 @@ def regime_stop_handler(
     mode = "reach" if decision.regime in ("class", "segmentation_class") else "closest"
     check_every = check_every or default_check_interval(forget_loader)
     # a withdrawn class is gone when no forget item is given it (a retrained model never predicts it); the other
-    # targets are estimates, met within a point
+    # targets are estimates, met within a point (a partial target within its sampling margin, when that is wider)
     tolerance = 0.0 if decision.regime == "class" else 0.01
     unlike_kept = bool((calibration.get("transfer") or {}).get("applies"))
     handler = CalibratedStopHandler(
