@@ -193,9 +193,40 @@ def bn_frozen(data: dict) -> None:
     unlearner_module.PSGUnlearner.compute_losses = patched
 
 
+def remain_stats(data: dict) -> None:
+    """Batch-norm running statistics from the remain rows alone: each step trains on the mixed batch's statistics as
+    usual; after the update the running statistics are put back and updated by a no-grad forward of the remain rows
+    (one more forward a step), so that they describe the kept data, as a retrained model's do."""
+    compute, update = unlearner_module.PSGUnlearner.compute_losses, unlearner_module.PSGUnlearner.update
+
+    def computed(self, forget_image, forget_label, remain_image=None, remain_label=None, forget_mask=None):
+        norms = [m for m in self.model.modules()
+                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+        out = compute(self, forget_image, forget_label, remain_image, remain_label, forget_mask)
+        self._probe_stats = (norms, saved, remain_image) if norms and remain_image is not None and self.model.training else None
+        return out
+
+    def updated(self, loss, head_only=False):
+        update(self, loss, head_only)
+        stash, self._probe_stats = getattr(self, "_probe_stats", None), None
+        if stash is not None:
+            norms, saved, remain_image = stash
+            with torch.no_grad():
+                for m, (mean, var, count) in zip(norms, saved):
+                    m.running_mean.copy_(mean)
+                    m.running_var.copy_(var)
+                    m.num_batches_tracked.copy_(count)
+                self.model(remain_image)
+
+    unlearner_module.PSGUnlearner.compute_losses = computed
+    unlearner_module.PSGUnlearner.update = updated
+
+
 VARIANTS = {"remain_boost": remain_boost, "crossed_only": crossed_only, "bn_check": bn_check,
             "renormalize_every_check": renormalize_every_check, "remain_normalised": remain_normalised,
-            "withdrawn_term_only": withdrawn_term_only, "bn_frozen": bn_frozen}
+            "withdrawn_term_only": withdrawn_term_only, "bn_frozen": bn_frozen,
+            "remain_stats": remain_stats}
 
 
 def main(argv=None) -> dict:
