@@ -546,6 +546,7 @@ class TestBundleRegime(unittest.TestCase):
         self.assertEqual(stopping["held_out"], "validation data at 'validate#dataset#data'")
         _, val = split(self.items)
         self.assertEqual(stopping["calibration"]["held_out_items"], len(val))
+        self.assertGreater(stopping["calibration"]["margin"], 0.0)  # so few validation items: a wide margin, said
         # the transfer check compared scanner_c's items with the validation items of their labels
         transfer = stopping["calibration"]["transfer"]
         self.assertGreater(transfer["held_out_items"], 0)
