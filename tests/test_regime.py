@@ -90,16 +90,28 @@ class TestCalibrationTarget(unittest.TestCase):
 
     def test_the_margin_is_the_sampling_noise_of_forget_accuracy_and_target(self):
         # one label, target 0.5 from 100 held-out items, 100 forget items: two standard errors of the difference of two
-        # proportions, 2 * sqrt(0.25 * (1/100 + 1/100))
+        # proportions, 2 * sqrt(p (1 - p) (1/100 + 1/100)), p moved toward 1/2 by two hits and two misses (still 0.5)
         self.assertAlmostEqual(target_margin({1: 0.5}, [1] * 100, {1: (50, 100)}), 2 * (0.25 * 0.02) ** 0.5)
-        # four times the items on both sides: half the margin; a withdrawn label (target 0) adds no noise of its own
+        # four times the items on both sides: half the margin
         self.assertAlmostEqual(target_margin({1: 0.5}, [1] * 400, {1: (200, 400)}), (0.25 * 0.02) ** 0.5)
-        mixed = target_margin({1: 0.5, 3: 0.0}, [1] * 100 + [3] * 100, {1: (50, 100)})
+        # a withdrawn label's target (0) is exact: it adds no error of its own, and its items dilute the others'
+        mixed = target_margin({1: 0.5, 3: 0.0}, [1] * 100 + [3] * 100, {1: (50, 100)}, withdrawn_labels=[3])
         self.assertAlmostEqual(mixed, 2 * (0.25 * (100 / 200**2 + 0.25 / 100)) ** 0.5)
-        # a label without held-out items counts the shared labels' held-out items; a sure label has no noise
+        self.assertEqual(target_margin({3: 0.0}, [3] * 10, {1: (5, 10)}, withdrawn_labels=[3]), 0.0)
+        # a label without held-out items counts the items its pooled target came from
         self.assertAlmostEqual(target_margin({2: 0.5}, [2] * 100, {1: (50, 100)}), 2 * (0.25 * 0.02) ** 0.5)
-        self.assertEqual(target_margin({1: 1.0}, [1] * 10, {1: (10, 10)}), 0.0)
+        # right on all six held-out items is not certainty: p is taken as (6 + 2) / (6 + 4) = 0.8
+        self.assertAlmostEqual(target_margin({1: 1.0}, [1] * 6, {1: (6, 6)}), 2 * (0.16 * (1 / 6 + 1 / 6)) ** 0.5)
         self.assertEqual(target_margin({}, [], {}), 0.0)
+        # a margin wider than a tenth of accuracy is said (log and notes); a narrower one is not
+        from monai_unlearn.handlers.calibrated_stop_handler import _say_if_margin_is_wide
+
+        notes: list[str] = []
+        _say_if_margin_is_wide(0.05, notes)
+        self.assertEqual(notes, [])
+        with self.assertLogs("monai_unlearn.handlers.calibrated_stop_handler", "WARNING"):
+            _say_if_margin_is_wide(0.2, notes)
+        self.assertIn("known only to within 0.200", notes[0])
 
 
 def toy(seed: int = 0, n: int = 48):
@@ -546,7 +558,9 @@ class TestBundleRegime(unittest.TestCase):
         self.assertEqual(stopping["held_out"], "validation data at 'validate#dataset#data'")
         _, val = split(self.items)
         self.assertEqual(stopping["calibration"]["held_out_items"], len(val))
-        self.assertGreater(stopping["calibration"]["margin"], 0.0)  # so few validation items: a wide margin, said
+        # the partial target's sampling margin is in the report: wide, with six validation items per class, and said
+        self.assertGreater(stopping["calibration"]["margin"], 0.1)
+        self.assertTrue(any("known only to within" in note for note in stopping["calibration"]["notes"]))
         # the transfer check compared scanner_c's items with the validation items of their labels
         transfer = stopping["calibration"]["transfer"]
         self.assertGreater(transfer["held_out_items"], 0)

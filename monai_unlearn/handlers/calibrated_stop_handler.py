@@ -36,6 +36,8 @@ MAX_GUARD_DROP = 0.02
 #: the scenario benchmark only scanner_b's cases, whose Dice the boundary targets barely move, end this way (3 ends
 #: them a pass sooner than 4 did); every other partial run there stops at its target first
 DEFAULT_STALL_LIMIT = 3
+#: a partial target's sampling margin above which the run warns that its held-out data calibrates it only roughly
+WIDE_MARGIN = 0.1
 
 
 class CalibratedStopHandler:
@@ -508,7 +510,9 @@ def regime_stop_handler(
                     original, forget_loader, remain_loader, val_loader, shared, device, prepare_batch), forget_labels,
                     shared)
             # a forget accuracy this close above the target is the target's, as far as so few items can tell
-            calibration["margin"] = target_margin(calibration["per_label"], forget_labels, original_counts or {})
+            calibration["margin"] = target_margin(calibration["per_label"], forget_labels, original_counts or {},
+                                                  decision.withdrawn_labels)
+            _say_if_margin_is_wide(calibration["margin"], calibration["notes"])
 
         def kept_accuracy_of(counts: dict[int, tuple[int, int]]) -> float:  # held-out accuracy on the labels that stay
             value = accuracy_on_labels(counts, [c for c in counts if c not in withdrawn])
@@ -572,6 +576,18 @@ def _say_if_guard_is_coarse(items: int, notes: list[str], max_drop: float = MAX_
     note = (f"the retention guard has {items} held-out item(s) of the kept labels: one item moves it by "
             f"{1.0 / items:.3f}, more than the {max_drop} drop it bounds, so it cannot see a smaller loss of "
             "retention; more held-out data (a larger validation split; val_loader= in Python) gives a finer guard")
+    notes.append(note)
+    logger.warning(note)
+
+
+def _say_if_margin_is_wide(margin: float, notes: list[str], widest: float = WIDE_MARGIN) -> None:
+    """Warn (in the log and in ``notes``) when a partial target's sampling margin is wider than ``widest``: so few
+    held-out items of the forget labels calibrate it that the stop cannot tell much forgetting from none."""
+    if margin <= widest:
+        return
+    note = (f"the held-out data has few items of the forget items' labels: the forget target is known only to within "
+            f"{margin:.3f} (two standard errors), and a forget accuracy that close above it counts as reached; more "
+            "held-out data (a larger validation split; val_loader= in Python) gives a sharper target")
     notes.append(note)
     logger.warning(note)
 

@@ -128,7 +128,8 @@ def calibration_target(
 
 
 def target_margin(
-    per_label: dict[int, float], forget_labels: Sequence[int], counts: dict[int, tuple[int, int]], z: float = MARGIN_Z
+    per_label: dict[int, float], forget_labels: Sequence[int], counts: dict[int, tuple[int, int]],
+    withdrawn_labels: Iterable[int] = (), z: float = MARGIN_Z,
 ) -> float:
     """How far above a partial target the original's forget accuracy may lie and still be the target's, given how
     few items both are measured on: ``z`` standard errors of their difference.
@@ -136,16 +137,20 @@ def target_margin(
     If the forget items were treated like held-out items of their labels, the forget accuracy would still differ
     from the target by chance: by the binomial error of each label's accuracy on its forget items and on its held-out
     items (``counts``, as ``per_label_accuracy`` gives them; a label without held-out items has the items its pooled
-    target came from). A difference within the margin shows no measurable trace of the forget set to remove.
+    target came from). A difference within the margin shows no measurable trace of the forget set to remove. Each
+    accuracy's error is taken at its target moved toward one half by two successes and two failures (Agresti and
+    Coull), so that a label right on all of six held-out items is not taken to be known exactly.
 
     Args:
-        per_label: each forget label's target (``calibration_target``'s ``per_label``; 0 for a withdrawn label).
+        per_label: each forget label's target (``calibration_target``'s ``per_label``).
         forget_labels: the label of each forget item.
         counts: ``{label: (correct, total)}`` of the original on the held-out data.
+        withdrawn_labels: labels no kept item has: their target, 0, is exact (a model that never saw them never
+            predicts them), so they add no error.
         z: standard errors in the margin.
 
     Returns:
-        the margin (0 when every label's target is 0 or 1).
+        the margin (0 when every forget label is withdrawn).
     """
     weights = Counter(int(x) for x in forget_labels)
     total = sum(weights.values())
@@ -154,10 +159,14 @@ def target_margin(
     # what a label without held-out items was given: the pooled accuracy of the forget labels' held-out items, or of
     # all held-out items when none has the forget labels (as ``calibration_target`` pools)
     pooled_items = sum(t for label, (_, t) in counts.items() if label in weights) or sum(t for _, t in counts.values())
+    withdrawn = {int(x) for x in withdrawn_labels}
     variance = 0.0
     for label, n in weights.items():
-        p = min(max(per_label.get(label, 0.0), 0.0), 1.0)
+        if label in withdrawn:
+            continue
         held_out = counts.get(label, (0, 0))[1] or pooled_items or 1
+        p = min(max(per_label.get(label, 0.0), 0.0), 1.0)
+        p = (p * held_out + 2) / (held_out + 4)
         # the forget accuracy's share of this label's error, and the target's
         variance += p * (1 - p) * (n / total**2 + (n / total) ** 2 / held_out)
     return float(z * variance**0.5)
