@@ -204,7 +204,8 @@ def remain_stats(data: dict) -> None:
                  if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
         saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
         out = compute(self, forget_image, forget_label, remain_image, remain_label, forget_mask)
-        self._probe_stats = (norms, saved, remain_image) if norms and remain_image is not None and self.model.training else None
+        keep = norms and remain_image is not None and self.model.training
+        self._probe_stats = (norms, saved, remain_image) if keep else None
         return out
 
     def updated(self, loss, head_only=False):

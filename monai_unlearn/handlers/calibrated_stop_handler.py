@@ -214,8 +214,8 @@ class CalibratedStopHandler:
             self._guard0 = self.original_guard if self.original_guard is not None else float(self.guard_fn(network))
         self._best = ((1.0, abs(score - self.target)), 0, self._snapshot(network))
         self.record = {"target": self.target, "tolerance": self.tolerance, "margin": self.margin,
-                       "original_score": score, "original_guard": self._guard0, "checks": [], "stopped": "budget", "best_iteration": 0,
-                       "reached_at": None, "rewound": False}
+                       "original_score": score, "original_guard": self._guard0, "checks": [], "stopped": "budget",
+                       "best_iteration": 0, "reached_at": None, "rewound": False}
         self._stalls, self._best_admissible, self._repair_guard = 0, True, float("-inf")
         self._progress_mark = self._best[0][1]  # the original's distance to the target
         if self.stop_at_start and self._meets_target(score):
