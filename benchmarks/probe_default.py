@@ -18,7 +18,9 @@ the forget term only to items whose boundary search crossed (the others are left
 own label again); withdrawn classes are unaffected (every target there crosses). ``bn_check`` (a diagnostic that leaves
 the run as it is), ``renormalize_every_check`` and ``remain_normalised``: batch-norm statistics, see their docstrings
 and ``RESULTS_SCENARIOS.md``. ``withdrawn_term_only``: a withdrawn class's forget term is the withdrawn-probability
-term alone (``PSGConfig.withdrawn_weight``), without the cross-entropy to the boundary targets. The models come from
+term alone (``PSGConfig.withdrawn_weight``), without the cross-entropy to the boundary targets. ``bn_frozen`` (every
+step in eval mode) and ``remain_stats`` (running statistics from the remain rows alone): batch norm on the brain
+patches, see their docstrings. The models come from
 the benchmark's cache (``python benchmarks/scenarios.py`` trains them); the retrained model only scores. ``--trace`` also scores the
 state at every check against the retrained model (forget / remain / test / MIA and the gap), to see where the ideal
 stop would have been; the time it prints then includes that scoring.
