@@ -17,6 +17,7 @@ from monai_unlearn import PSGConfig, unlearn
 from monai_unlearn.core.norm_stats import has_running_stats, reestimate_running_stats
 from monai_unlearn.engines import UnlearningTrainer
 from monai_unlearn.handlers import CalibratedStopHandler
+from tests.test_boundary_search import fit
 
 
 def bn_classifier(seed: int = 0) -> torch.nn.Module:
@@ -72,12 +73,7 @@ class TestReestimate(unittest.TestCase):
         # the failure this module exists for, on a model trained on the kept source only: batches that are half a
         # retired source's images (brighter) move the running statistics, and eval-mode accuracy on the kept data falls
         x, y, xf, _ = two_sources()
-        net = bn_classifier()
-        optimizer = torch.optim.Adam(net.parameters(), 0.05)
-        for _ in range(60):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(net(x), y).backward()
-            optimizer.step()
+        net = fit(bn_classifier(), x, y)
         net.eval()
         accuracy = lambda: float((net(x).argmax(1) == y).float().mean())  # noqa: E731
         with torch.no_grad():

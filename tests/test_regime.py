@@ -21,7 +21,7 @@ from monai_unlearn.engines import UnlearningTrainer
 from monai_unlearn.handlers import CalibratedStopHandler
 from monai_unlearn.metrics.calibration import calibration_target, target_margin
 from tests.bundle_fixtures import make_images, overlay_parser, split, write_json_zoo_bundle
-from tests.test_boundary_search import tiny_classifier
+from tests.test_boundary_search import fit, tiny_classifier
 
 
 class TestDecideRegime(unittest.TestCase):
@@ -322,12 +322,7 @@ class TestRegimeInUnlearn(unittest.TestCase):
         torch.set_num_threads(1)
         x, y = toy(n=96)
         cls.x, cls.y = x, y % 3
-        cls.net = tiny_classifier()
-        optimizer = torch.optim.Adam(cls.net.parameters(), 0.05)
-        for _ in range(150):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(cls.net(cls.x[:72]), cls.y[:72]).backward()
-            optimizer.step()
+        cls.net = fit(tiny_classifier(), cls.x[:72], cls.y[:72], steps=150)
 
     def loaders(self, forget_mask):
         train_x, train_y = self.x[:72], self.y[:72]

@@ -17,7 +17,7 @@ from ignite.handlers import DiskSaver
 
 from monai_unlearn import PSGConfig, unlearn
 from monai_unlearn.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint
-from tests.test_boundary_search import tiny_classifier
+from tests.test_boundary_search import fit, tiny_classifier
 
 CONFIG = PSGConfig(eps=0.3, num_steps=2, gamma=0.5, lam=0.1, lambda_schedule="linear", phi=1.0, seed=4)
 
@@ -48,12 +48,7 @@ def withdrawn_class_run(checkpoint_dir, resume=False, epochs=6):
     torch.manual_seed(0)
     x, y = torch.rand(40, 1, 4, 4), torch.randint(0, 2, (40,))
     y[:12] = 2  # the forget items are the only ones of class 2
-    model = tiny_classifier()
-    optimizer = torch.optim.Adam(model.parameters(), 0.05)
-    for _ in range(60):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
+    model = fit(tiny_classifier(), x, y)
     forget = DataLoader(TensorDataset(x[:12], y[:12]), 4, shuffle=True, generator=torch.Generator().manual_seed(1))
     remain = DataLoader(TensorDataset(x[12:], y[12:]), 4, shuffle=True)
     torch.manual_seed(123)
