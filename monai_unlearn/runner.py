@@ -27,6 +27,7 @@ from monai_unlearn.handlers.forget_target_stopper import ForgetTargetStopper
 from monai_unlearn.handlers.unlearning_checkpoint_handler import UnlearningCheckpointHandler
 from monai_unlearn.handlers.unlearning_history_handler import UnlearningHistoryHandler
 from monai_unlearn.handlers.unlearning_metrics_handler import UnlearningMetricsHandler
+from monai_unlearn.metrics.calibration import MARGIN_Z
 from monai_unlearn.metrics.evaluation import evaluate_unlearning
 from monai_unlearn.metrics.headline import forget_score, forget_scorer, format_table, headline_rows
 from monai_unlearn.metrics.segmentation import evaluate_segmentation
@@ -87,6 +88,7 @@ def unlearn(
     check_every: int | None = None,
     rewind: bool = True,
     remain_norm_stats: bool = False,
+    margin_z: float = MARGIN_Z,
 ) -> tuple[torch.nn.Module, UnlearningResult]:
     """Unlearn the forget set from ``model`` with PSG and return the revised model and its record.
 
@@ -171,6 +173,10 @@ def unlearn(
         remain_norm_stats: with a ``regime``, a check whose held-out guard fell estimates the batch-norm running
             statistics again from remain batches and checks again (``regime_stop_handler``): the statistics of
             the half-forget unlearning batches may be what lost retention, not the weights.
+        margin_z: with a ``regime``, a partial target counts as met within this many standard errors of its sampling
+            noise (``monai_unlearn.metrics.calibration.target_margin``; ``result.stopping["calibration"]["margin"]``);
+            0 leaves the tolerance of a point alone: a stricter stop, which takes steps where the data cannot show
+            that anything is left to forget.
 
     Returns:
         the revised model and an ``UnlearningResult``.
@@ -244,7 +250,7 @@ def unlearn(
         calibrated, stopping = regime_stop_handler(
             regime, reference, revised, forget_loader, remain_loader, val_loader, task, forget_classes, device,
             _forget_score, check_every, rewind, prepare_batch=prepare_batch, amp=amp, num_classes=num_classes,
-            roi_size=roi_size, remain_norm_stats=remain_norm_stats)
+            roi_size=roi_size, remain_norm_stats=remain_norm_stats, margin_z=margin_z)
         handlers.append(calibrated)
     if evaluate:
         handlers.append(metrics)  # before the checkpoint handler: the original is evaluated before a resume

@@ -447,6 +447,22 @@ class TestRegimeInUnlearn(unittest.TestCase):
         for name, value in self.net.state_dict().items():
             self.assertTrue(torch.equal(value, revised.state_dict()[name]), name)
 
+    def test_margin_z_sets_how_sure_the_stop_must_be(self):
+        # a fifth of the training items: recognised at 1.0 against a held-out target of about 0.75, but on 15 forget
+        # and 24 held-out items; the default (two standard errors) cannot tell that apart and takes no step, and
+        # margin_z=0 (the tolerance alone) revises the model
+        forget, remain, held_out = self.loaders(torch.arange(72) % 5 == 0)
+        runs = {}
+        for z in (2.0, 0.0):
+            _, runs[z] = unlearn(self.net, forget, remain, config=PSGConfig(eps=1.0, phi=1.0, seed=0), epochs=5,
+                                 lr=0.05, val_loader=held_out, evaluate=False, progress=False, margin_z=z)
+        self.assertEqual((runs[2.0].stopping["stopped"], runs[2.0].epochs), ("target_at_start", 0))
+        self.assertGreater(runs[2.0].stopping["calibration"]["margin"], 0.25)
+        self.assertEqual(runs[0.0].stopping["calibration"]["margin"], 0.0)
+        self.assertGreater(runs[0.0].epochs, 0)
+        with self.assertRaisesRegex(ValueError, "margin_z"):
+            unlearn(self.net, forget, remain, val_loader=held_out, evaluate=False, progress=False, margin_z=-1.0)
+
     def test_a_guard_too_small_for_its_bound_is_said_once(self):
         # 24 held-out items, 16 or so of the kept labels: one item moves the guard by more than the 0.02 it bounds
         forget, remain, held_out = self.loaders(self.y[:72] == 2)
@@ -556,6 +572,10 @@ class TestBundleRegime(unittest.TestCase):
         # the partial target's sampling margin is in the report: wide, with six validation items per class, and said
         self.assertGreater(stopping["calibration"]["margin"], 0.1)
         self.assertTrue(any("known only to within" in note for note in stopping["calibration"]["notes"]))
+        # --unlearn_margin_z 0: the tolerance alone
+        strict = unlearn_from_parser(overlay_parser(self.zoo, forget="device=scanner_c", output_dir=out + "_strict",
+                                                    unlearn_regime="auto", unlearn_epochs=1, unlearn_margin_z=0))
+        self.assertEqual(strict["record"]["stopping"]["calibration"]["margin"], 0.0)
         # the transfer check compared scanner_c's items with the validation items of their labels
         transfer = stopping["calibration"]["transfer"]
         self.assertGreater(transfer["held_out_items"], 0)
@@ -609,6 +629,9 @@ class TestDefaults(unittest.TestCase):
         self.assertEqual(DEFAULT_SETTINGS["unlearn_params"], PACKAGE_DEFAULT_PARAMS)
         self.assertEqual((DEFAULT_SETTINGS["unlearn_epochs"], DEFAULT_SETTINGS["unlearn_lr"]), (DEFAULT_EPOCHS, DEFAULT_LR))
         self.assertEqual(DEFAULT_SETTINGS["unlearn_regime"], "auto")
+        from monai_unlearn.metrics.calibration import MARGIN_Z
+
+        self.assertEqual(DEFAULT_SETTINGS["unlearn_margin_z"], MARGIN_Z)
 
     def test_distributed_runs_take_fixed_passes_for_now(self):
         from monai_unlearn.core.regime import resolve_regime

@@ -268,7 +268,8 @@ class UnlearningRequest:
             str(regime), reference, self.network, forget_loader, remain_loader, val_loader,
             self.task, self.forget_classes, self.device, self.forget_score(forget_loader),
             check_every=int(every) if every else None, amp=self.amp, num_classes=self.num_classes,
-            roi_size=self.roi_size, remain_norm_stats=setting(self.parser, "unlearn_remain_norm_stats"), **labels)
+            roi_size=self.roi_size, remain_norm_stats=setting(self.parser, "unlearn_remain_norm_stats"),
+            margin_z=float(setting(self.parser, "unlearn_margin_z")), **labels)
         self.stopping["held_out"] = f"validation data at {self.layout.val_datalist!r}" if val_loader is not None else None
         self.calibrated = handler
         return handler

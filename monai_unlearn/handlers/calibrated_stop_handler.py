@@ -13,7 +13,7 @@ from monai_unlearn.core.batch import default_prepare_batch
 from monai_unlearn.core.norm_stats import has_running_stats, reestimate_running_stats, remain_images
 from monai_unlearn.core.regime import decide_regime
 from monai_unlearn.metrics.calibration import (
-    accuracy_on_labels, calibration_target, loader_labels, per_label_accuracy, target_margin, weighted_target)
+    MARGIN_Z, accuracy_on_labels, calibration_target, loader_labels, per_label_accuracy, target_margin, weighted_target)
 from monai_unlearn.metrics.headline import forget_score
 from monai_unlearn.metrics.segmentation import evaluate_segmentation
 from monai_unlearn.metrics.transfer import source_transfer
@@ -419,6 +419,7 @@ def regime_stop_handler(
     remain_labels: Sequence[int] | None = None,
     transfer_check: bool = True,
     remain_norm_stats: bool = False,
+    margin_z: float = MARGIN_Z,
 ) -> tuple[CalibratedStopHandler, dict[str, Any]]:
     """The ``CalibratedStopHandler`` of a regime (decided from the data for ``"auto"``) and its record.
 
@@ -460,6 +461,9 @@ def regime_stop_handler(
             retention. Off by default (``benchmarks/RESULTS_SCENARIOS.md`` has what it changes: a retired scanner unlike
             the kept one ends in a third of the time, but a withdrawn class and 10 % of every class do not gain). No
             effect without batch norm or a remain loader.
+        margin_z: partial forgetting: the standard errors of the target's sampling noise within which it counts as
+            met (``target_margin``; 0: the tolerance alone, the stricter stop that takes steps whenever the forget
+            accuracy is above the target by more than a point).
 
     Returns:
         the handler, and ``{"regime": decision, "calibration": target record, "check_every": interval,
@@ -468,6 +472,8 @@ def regime_stop_handler(
     Raises:
         ValueError: for an unknown regime, or a regime that does not fit the task.
     """
+    if margin_z < 0:
+        raise ValueError(f"margin_z must be >= 0 (standard errors), got {margin_z}.")
     requested = None if regime == "auto" else regime
     guard_fn, original_guard = None, None
     if task == "segmentation":
@@ -511,7 +517,7 @@ def regime_stop_handler(
                     shared)
             # a forget accuracy this close above the target is the target's, as far as so few items can tell
             calibration["margin"] = target_margin(calibration["per_label"], forget_labels, original_counts or {},
-                                                  decision.withdrawn_labels)
+                                                  decision.withdrawn_labels, margin_z)
             _say_if_margin_is_wide(calibration["margin"], calibration["notes"])
 
         def kept_accuracy_of(counts: dict[int, tuple[int, int]]) -> float:  # held-out accuracy on the labels that stay
