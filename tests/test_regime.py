@@ -576,6 +576,10 @@ class TestBundleRegime(unittest.TestCase):
         strict = unlearn_from_parser(overlay_parser(self.zoo, forget="device=scanner_c", output_dir=out + "_strict",
                                                     unlearn_regime="auto", unlearn_epochs=1, unlearn_margin_z=0))
         self.assertEqual(strict["record"]["stopping"]["calibration"]["margin"], 0.0)
+        with self.assertRaisesRegex(ValueError, "unlearn_margin_z must be a number"):
+            unlearn_from_parser(overlay_parser(self.zoo, forget="device=scanner_c", output_dir=out + "_bad",
+                                               unlearn_regime="auto", unlearn_epochs=1, unlearn_margin_z="two"))
+        self.assertFalse(os.path.exists(out + "_bad"))  # nothing written
         # the transfer check compared scanner_c's items with the validation items of their labels
         transfer = stopping["calibration"]["transfer"]
         self.assertGreater(transfer["held_out_items"], 0)

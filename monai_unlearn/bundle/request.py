@@ -269,10 +269,23 @@ class UnlearningRequest:
             self.task, self.forget_classes, self.device, self.forget_score(forget_loader),
             check_every=int(every) if every else None, amp=self.amp, num_classes=self.num_classes,
             roi_size=self.roi_size, remain_norm_stats=setting(self.parser, "unlearn_remain_norm_stats"),
-            margin_z=float(setting(self.parser, "unlearn_margin_z")), **labels)
+            margin_z=self.margin_z(), **labels)
         self.stopping["held_out"] = f"validation data at {self.layout.val_datalist!r}" if val_loader is not None else None
         self.calibrated = handler
         return handler
+
+    def margin_z(self) -> float:
+        """``unlearn_margin_z`` as a number.
+
+        Raises:
+            ValueError: for a value that is not one (``regime_stop_handler`` rejects a negative one).
+        """
+        value = setting(self.parser, "unlearn_margin_z")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"unlearn_margin_z must be a number of standard errors (e.g. 2, or 0 for the "
+                             f"tolerance alone), got {value!r}.") from None
 
     def item_labels(self, items: list) -> list[int]:
         """The class of each classification item: made by the transforms when the datalist's labels are not classes."""

@@ -470,7 +470,7 @@ def regime_stop_handler(
         "norm_stats": what ``remain_norm_stats`` does (``None`` when off or nothing to estimate)}``.
 
     Raises:
-        ValueError: for an unknown regime, or a regime that does not fit the task.
+        ValueError: for an unknown regime, a regime that does not fit the task, or a negative ``margin_z``.
     """
     if margin_z < 0:
         raise ValueError(f"margin_z must be >= 0 (standard errors), got {margin_z}.")
