@@ -10,7 +10,7 @@ from monai.networks.nets import DenseNet121, UNet
 from torch.utils.data import DataLoader, TensorDataset
 
 from monai_unlearn.core import PSGConfig, PSGUnlearner
-from monai_unlearn.core.head import classification_head, find_head, gradients_only_into, head_gives_output
+from monai_unlearn.core.head import _giving_output, classification_head, find_head, gradients_only_into
 from monai_unlearn.engines import UnlearningTrainer
 from monai_unlearn.handlers import CalibratedStopHandler
 
@@ -115,7 +115,7 @@ class TestHeadOnlySteps(unittest.TestCase):
         odd = OutputLayerRegisteredFirst()
         (xf, yf), (xr, yr) = batches()
         self.assertEqual(classification_head(odd)[0], "body")  # registered last, but not the output layer
-        self.assertFalse(head_gives_output(odd, odd.body, xf))
+        self.assertFalse(_giving_output(odd, {"body": odd.body}, xf))
         self.assertEqual(find_head(odd, xf)[0], "out")
         before = state(odd)
         unlearner = PSGUnlearner(odd, torch.optim.SGD(odd.parameters(), lr=0.1), PSGConfig.package_default(),
@@ -146,8 +146,8 @@ class TestHeadOnlySteps(unittest.TestCase):
         image = torch.rand(2, 1, 8, 8)
         label = torch.randint(0, 3, (2, 1, 8, 8))
         name, _ = find_head(unet, image)
-        self.assertFalse(head_gives_output(unet, classification_head(unet)[1], image))
-        self.assertTrue(head_gives_output(unet, unet.get_submodule(name), image))
+        self.assertFalse(_giving_output(unet, {"head": classification_head(unet)[1]}, image))
+        self.assertTrue(_giving_output(unet, {"head": unet.get_submodule(name)}, image))
         before = state(unet)
         unlearner = PSGUnlearner(unet, torch.optim.SGD(unet.parameters(), lr=0.1), PSGConfig.package_default(),
                                  withdrawn_classes=[2])

@@ -9,7 +9,7 @@ import torch
 
 from monai_unlearn.core.composition import head_prefixes_for
 
-__all__ = ["classification_head", "find_head", "gradients_only_into", "head_gives_output"]
+__all__ = ["classification_head", "find_head", "gradients_only_into"]
 
 
 def classification_head(network: torch.nn.Module) -> tuple[str, torch.nn.Module]:
@@ -46,7 +46,8 @@ def gradients_only_into(layer: torch.nn.Module) -> Iterator[None]:
 @torch.no_grad()
 def _giving_output(network: torch.nn.Module, candidates: dict[str, torch.nn.Module], image: torch.Tensor) -> set[str]:
     """The names of ``candidates`` that run once on ``image`` (one forward, eval mode, mode restored) and return the
-    network's output (the first element of a tuple or list output)."""
+    network's output (the first element of a tuple or list output). A head found by name from the order modules were
+    registered in may be some other layer of an unusual network: revising it alone would not revise the classifier."""
     seen: dict[str, list] = {}
     hooks = [module.register_forward_hook(lambda m, args, out, key=key: seen.setdefault(key, []).append(out))
              for key, module in candidates.items()]
@@ -61,13 +62,6 @@ def _giving_output(network: torch.nn.Module, candidates: dict[str, torch.nn.Modu
     output = output[0] if isinstance(output, (tuple, list)) else output
     return {key for key, outs in seen.items() if len(outs) == 1 and isinstance(outs[0], torch.Tensor)
             and outs[0].shape == output.shape and torch.equal(outs[0], output)}
-
-
-def head_gives_output(network: torch.nn.Module, head: torch.nn.Module, image: torch.Tensor) -> bool:
-    """Whether ``head`` runs once on ``image`` and what it returns is the network's output: a head found by name from
-    the order modules were registered in may be some other layer of an unusual network, and revising it alone would
-    not be revising the classifier."""
-    return bool(_giving_output(network, {"head": head}, image))
 
 
 def find_head(network: torch.nn.Module, image: torch.Tensor) -> tuple[str, torch.nn.Module] | None:

@@ -116,10 +116,7 @@ class PSGUnlearner:
         if self.head is None or self.head_given_up:
             return False
         name, head = self.head
-        original_head = self.reference.get_submodule(name)  # the same path in the frozen copy
-        with torch.no_grad():
-            for name, value in original_head.state_dict().items():
-                head.state_dict()[name].copy_(value)
+        head.load_state_dict(self.reference.get_submodule(name).state_dict())  # the same path in the frozen copy
         for parameter in head.parameters():
             self.optimizer.state.pop(parameter, None)
         self.head_given_up = True

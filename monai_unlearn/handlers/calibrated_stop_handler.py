@@ -579,11 +579,9 @@ def _say_if_guard_is_coarse(items: int, notes: list[str], max_drop: float = MAX_
     than ``max_drop``: the guard then only sees losses of whole items, not the drop it is meant to bound."""
     if not items or 1.0 / items <= max_drop:
         return
-    note = (f"the retention guard has {items} held-out item(s) of the kept labels: one item moves it by "
-            f"{1.0 / items:.3f}, more than the {max_drop} drop it bounds, so it cannot see a smaller loss of "
-            "retention; more held-out data (a larger validation split; val_loader= in Python) gives a finer guard")
-    notes.append(note)
-    logger.warning(note)
+    _warn(f"the retention guard has {items} held-out item(s) of the kept labels: one item moves it by "
+          f"{1.0 / items:.3f}, more than the {max_drop} drop it bounds, so it cannot see a smaller loss of retention; "
+          "more held-out data (a larger validation split; val_loader= in Python) gives a finer guard", notes)
 
 
 def _say_if_margin_is_wide(margin: float, notes: list[str], widest: float = WIDE_MARGIN) -> None:
@@ -591,9 +589,13 @@ def _say_if_margin_is_wide(margin: float, notes: list[str], widest: float = WIDE
     held-out items of the forget labels calibrate it that the stop cannot tell much forgetting from none."""
     if margin <= widest:
         return
-    note = (f"the held-out data has few items of the forget items' labels: the forget target is known only to within "
-            f"{margin:.3f} (two standard errors), and a forget accuracy that close above it counts as reached; more "
-            "held-out data (a larger validation split; val_loader= in Python) gives a sharper target")
+    _warn(f"the held-out data has few items of the forget items' labels: the forget target is known only to within "
+          f"{margin:.3f} (its sampling noise), and a forget accuracy that close above it counts as reached; more "
+          "held-out data (a larger validation split; val_loader= in Python) gives a sharper target", notes)
+
+
+def _warn(note: str, notes: list[str]) -> None:
+    """A warning said in the log and kept in the calibration's ``notes`` (the report and the audit show them)."""
     notes.append(note)
     logger.warning(note)
 
