@@ -277,7 +277,9 @@ def main(argv=None) -> dict:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
     row = S.evaluate(model, data, loaders, seg)
     stopping = result.stopping
-    print(f"regime {stopping['regime']['regime']}, target {stopping['calibration']['target']:.3f}, stopped "
+    margin = stopping["calibration"].get("margin")
+    print(f"regime {stopping['regime']['regime']}, target {stopping['calibration']['target']:.3f}"
+          + ("" if margin is None else f" (margin {margin:.3f})") + ", stopped "
           f"{stopping['stopped']}, best iteration {stopping.get('best_iteration')}, passes {result.epochs}")
     for c in stopping["checks"]:
         guard = "-" if c["guard"] is None else f"{c['guard']:.3f}"
